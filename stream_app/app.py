@@ -1,0 +1,196 @@
+"""The Faust app: topics, the per-meter table and two thin agents around StreamScorer.
+
+    input topics (regex `meter\\..+`, or one keyed topic)
+        -> ingest: decode + validate each event; bad ones -> dead-letter topic with the reason
+        -> internal topic keyed by meter_id (co-partitioned with the table)
+        -> score: batches (size and time bound) -> StreamScorer -> table + alerts topic
+
+Faust acks an event whose agent raised, so no exception may escape an agent: a batch that fails
+is retried reading by reading, and a reading that still fails goes to the dead-letter topic with
+`internal_error` as its reason. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from stream_app.metrics import WorkerMetrics
+from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
+from stream_app.scoring import Detector
+from stream_app.settings import KafkaSettings, WorkerSettings
+from stream_app.stream_scoring import StreamScorer
+
+log = logging.getLogger("meterwatch.worker")
+
+STATE_TABLE = "meter-state"
+
+
+def _tansu_fetch_wait() -> None:
+    """Tansu answers a fetch only after half the client's max wait (Faust hard-codes 1500 ms):
+    lower it so latency is not 1 s+. Applied only when the backend is Tansu."""
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+
+    def create(self, transport):
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = 100
+        return consumer
+
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create
+
+
+def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
+               metrics: WorkerMetrics | None = None) -> faust.App:
+    metrics = metrics or WorkerMetrics()
+    if kafka.is_tansu:
+        _tansu_fetch_wait()
+    app = faust.App(
+        worker.app_id,
+        **kafka.faust_kwargs(),
+        store=worker.store,
+        topic_partitions=worker.partitions,
+        processing_guarantee=worker.processing_guarantee,
+        web_port=worker.web_port,
+        web_host="0.0.0.0",
+        web_in_thread=False,
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=worker.session_timeout_s / 6,
+        broker_rebalance_timeout=max(worker.session_timeout_s, 10.0),
+        stream_recovery_delay=0.1,
+        consumer_metadata_max_age_ms=5000,  # new per-meter topics join within seconds
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    if worker.input_topic:
+        source = app.topic(worker.input_topic, key_serializer="raw", value_serializer="raw")
+    else:
+        source = app.topic(pattern=worker.input_pattern, key_serializer="raw",
+                           value_serializer="raw")
+    readings = app.topic(worker.readings_topic, partitions=worker.partitions, internal=True,
+                         key_serializer="raw", value_serializer="raw")
+    alerts = app.topic(worker.alerts_topic, key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(worker.dlq_topic, key_serializer="raw", value_serializer="raw")
+    table = app.Table(STATE_TABLE, default=None, partitions=worker.partitions,
+                      key_serializer="raw", value_serializer="raw")
+    scorer = StreamScorer(detector)
+    last_offsets: dict = {}
+
+    async def dead_letter(raw, reason, message, detail=""):
+        metrics.invalid.labels(reason.reason if isinstance(reason, Rejected)
+                               else reason.partition(":")[0]).inc()
+        await dlq.send(key=message.key, value=dead_letter_bytes(
+            raw, reason, message.topic, message.partition, message.offset, message.key,
+            detail=detail))
+
+    @app.agent(source)
+    async def ingest(stream):
+        async for events in stream.take_events(worker.batch_size, within=worker.batch_max_wait_s):
+            for event in events:
+                message = event.message
+                metrics.readings_in.inc()
+                try:
+                    result = decode_reading(event.value, key=message.key,
+                                            max_bytes=worker.max_message_bytes)
+                except Exception as exc:  # a decoder bug must not lose the event
+                    result = Rejected("internal_error", repr(exc))
+                if isinstance(result, Rejected):
+                    await dead_letter(event.value, result, message)
+                    continue
+                await readings.send(key=result.meter_id.encode(), value=result.to_json(),
+                                    timestamp=message.timestamp)
+
+    async def apply(events, batch: list[Reading]) -> None:
+        meters = {r.meter_id for r in batch}
+        states = {m: table.get(m.encode()) for m in meters}
+        result = scorer.process(batch, states)
+        last_event = {r.meter_id: e for r, e in zip(batch, events, strict=True)}
+        for meter, state in result.states.items():
+            with _current(last_event[meter]):
+                table[meter.encode()] = state
+        for index, reason in result.refused:
+            await dead_letter(events[index].value, reason, events[index].message)
+        now = time.time()
+        for alert in result.alerts:
+            await alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
+            metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
+        for event in events:
+            metrics.latency.observe(max(0.0, now - event.message.timestamp / 1000))
+        for outcome, count in result.outcomes.items():
+            metrics.outcomes.labels(outcome).inc(count)
+        metrics.score_seconds.observe(result.score_seconds)
+
+    @app.agent(readings)
+    async def score(stream):
+        async for events in stream.take_events(worker.batch_size, within=worker.batch_max_wait_s):
+            metrics.batch_size.observe(len(events))
+            batch = []
+            for event in events:
+                last_offsets[(event.message.topic, event.message.partition)] = event.message.offset
+                batch.append(Reading.from_json(event.value))
+            try:
+                await apply(events, batch)
+            except Exception:
+                log.exception("batch of %d failed; retrying reading by reading", len(batch))
+                for event, reading in zip(events, batch, strict=True):
+                    try:
+                        await apply([event], [reading])
+                    except Exception as exc:
+                        await dead_letter(event.value, f"internal_error:{exc!r}"[:200],
+                                          event.message)
+
+    @app.timer(interval=5.0)
+    async def report_lag():
+        consumer = app.consumer
+        for (topic, partition), offset in list(last_offsets.items()):
+            tp = next((tp for tp in consumer.assignment()
+                       if tp.topic == topic and tp.partition == partition), None)
+            if tp is None:
+                last_offsets.pop((topic, partition))
+                continue
+            high = consumer.highwater(tp)
+            if high is not None:
+                metrics.consumer_lag.labels(topic, str(partition)).set(max(0, high - offset - 1))
+        metrics.meters.set(len(table))
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/health")
+    async def health(web, request):
+        return web.json({
+            "status": "ok",
+            "bundle": detector.bundle.version,
+            "provider": detector.reconstructor.active_provider,
+            "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()),
+            "broker_kind": kafka.broker_kind,
+        })
+
+    app.meterwatch = {"metrics": metrics, "scorer": scorer, "table": table,
+                      "topics": {"alerts": alerts, "dlq": dlq, "readings": readings}}
+    return app
+
+
+class _current:
+    """Make `event` Faust's current event, so a table write goes to its changelog partition."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def __enter__(self):
+        from faust.streams import _current_event
+
+        self.token = _current_event.set(weakref.ref(self.event))
+
+    def __exit__(self, *exc):
+        from faust.streams import _current_event
+
+        _current_event.reset(self.token)
+

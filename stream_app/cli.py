@@ -1,0 +1,229 @@
+"""The `meterwatch` command. User errors print one line and exit 2; never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from stream_app.errors import MeterwatchError
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
+EXIT_USER_ERROR = 2
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _csv_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timestamp-col", help="timestamp column (default: autodetect)")
+    p.add_argument("--value-col", help="value column, kWh per interval (default: autodetect)")
+    p.add_argument("--meter-col", help="meter id column (default: one meter)")
+    p.add_argument("--category-col", help="usage category column")
+    p.add_argument("--meter-id", help="meter id when the file holds one meter")
+    p.add_argument("--category", default="industrial",
+                   help="usage category when there is no category column (default: industrial)")
+    p.add_argument("--max-gap", type=int, default=4,
+                   help="missing readings in a row filled by interpolation (default: 4)")
+
+
+def _read(args):
+    from stream_app.series_io import read_meter_csv
+
+    return read_meter_csv(
+        args.input, timestamp_col=args.timestamp_col, value_col=args.value_col,
+        meter_col=args.meter_col, category_col=args.category_col,
+        default_meter_id=args.meter_id, default_category=args.category, max_gap=args.max_gap,
+    )
+
+
+def cmd_train(args) -> int:
+    try:
+        from training.pipeline import TrainOptions, train_bundle
+        from training.train import TrainConfig
+    except ImportError as exc:
+        raise MeterwatchError(
+            f"training needs the train extra ({exc.name} is missing): "
+            "pip install 'meterwatch[train,cpu]'"
+        ) from None
+    from stream_app.profiles import load_profile
+
+    profile = load_profile(args.profile)
+    series = _read(args)
+    for s in series:
+        for repair in s.repairs:
+            print(f"repaired {s.meter_id}: {repair}")
+    models = ("cnn_gru", "lstm") if args.model == "both" else (args.model,)
+    windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else None
+    options = TrainOptions(
+        models=models, window_sizes=windows,
+        train=TrainConfig(epochs=args.epochs, seed=args.seed,
+                          max_train_windows=args.max_train_windows),
+        name=args.name or Path(args.out).name, version=args.version or "",
+        seed=args.seed, attribution=args.attribution,
+        command="meterwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    )
+    started = time.perf_counter()
+    bundle = train_bundle(series, Path(args.out), profile, options)
+    m = bundle.manifest
+    size = sum(f["bytes"] for f in m["files"].values())
+    print(f"bundle {bundle.version} written to {args.out}: windows {m['window_sizes']}, "
+          f"models {m['models']}, {size / 1024:.0f} KiB, "
+          f"{time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from stream_app.model_bundle import Bundle
+    from stream_app.offline import score_series
+    from stream_app.scoring import Detector
+    from stream_app.series_io import format_timestamp, write_rows_csv
+
+    detector = Detector(Bundle.load(args.model))
+    series = _read(args)
+    header = ["timestamp", "meter_id", "category", "value", "score", "zscore", "threshold",
+              "is_anomaly", "window_size", "reason"]
+    rows, flagged, total = [], 0, 0
+    limits = detector.bundle.limits
+    for s in series:
+        result = score_series(detector, s)
+        limit = limits.limit(s.category)
+        for i in range(len(s.values)):
+            rows.append([format_timestamp(int(s.timestamps[i])), s.meter_id, s.category,
+                         f"{s.values[i]:.6g}", _fmt(result.score[i]), _fmt(result.z[i]),
+                         limit, int(result.flagged[i]), int(result.window[i]), result.reason[i]])
+        flagged += int(result.flagged.sum())
+        total += len(s.values)
+    write_rows_csv(args.output, header, rows)
+    print(f"scored {total} readings of {len(series)} meter(s) with {detector.bundle.version}: "
+          f"{flagged} flagged; wrote {args.output}")
+    return 0
+
+
+def _fmt(x: float) -> str:
+    return "" if x != x else f"{x:.6f}"
+
+
+def cmd_simulate(args) -> int:
+    from stream_app.simulator import simulate_to_csv
+
+    simulate_to_csv(args.out, args.profile, meters=args.meters, days=args.days, seed=args.seed,
+                    anomalies_per_meter=args.anomalies_per_meter)
+    print(f"wrote {args.meters} simulated {args.profile} meters x {args.days} days to {args.out}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from stream_app.worker import run_worker
+
+    return run_worker(loglevel=args.loglevel)
+
+
+def cmd_broker(args) -> int:
+    from stream_app.brokers import main_broker_cli
+
+    return main_broker_cli(args.kind, args.port)
+
+
+def cmd_demo(args) -> int:
+    from stream_app.demo import run_demo
+
+    return run_demo(meters=args.meters, days=args.days, speed=args.speed, seed=args.seed,
+                    broker_kind=args.broker, model_dir=args.model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meterwatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model bundle from a CSV of meter readings")
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--profile", default="generic", help="industry profile (metal, chemical, ...)")
+    p.add_argument("--model", choices=("cnn_gru", "lstm", "both"), default="both")
+    p.add_argument("--windows", help="comma-separated window sizes (default: FFT)")
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--max-train-windows", type=_positive_int, default=20_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", help="bundle name (default: the output folder's name)")
+    p.add_argument("--version", help="bundle version (default: a UTC timestamp)")
+    p.add_argument("--attribution", help="data attribution recorded in the manifest")
+    _csv_columns(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("score", help="score every reading of a CSV with a model bundle")
+    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle folder")
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    _csv_columns(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("simulate", help="write simulated meters with labelled anomalies")
+    p.add_argument("--profile", default="metal")
+    p.add_argument("--meters", type=_positive_int, default=4)
+    p.add_argument("--days", type=_positive_int, default=28)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--anomalies-per-meter", type=float, default=2.0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("worker", help="run a stream worker (settings from KAFKA_* and MW_* vars)")
+    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("broker", help="run an embedded Kafka-protocol broker on loopback")
+    p.add_argument("--kind", choices=("tansu", "kafka"), default="tansu")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("demo", help="broker + worker + simulated factory meters, live alerts")
+    p.add_argument("--meters", type=_positive_int, default=8)
+    p.add_argument("--days", type=_positive_int, default=10)
+    p.add_argument("--speed", type=float, default=2000.0, help="readings per second to send")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE)
+    p.set_defaults(func=cmd_demo)
+
+    for module, name, help_text in (
+        ("stream_app.replay", "replay", "produce a CSV's readings to the per-meter topics"),
+        ("stream_app.greenbutton", "import-greenbutton", "import a Green Button file"),
+    ):
+        try:
+            mod = __import__(module, fromlist=["x"])
+        except ImportError:
+            continue
+        p = sub.add_parser(name, help=help_text)
+        if name == "replay":
+            mod.add_replay_arguments(p)
+            p.set_defaults(func=mod.run_replay)
+        else:
+            mod.add_import_arguments(p)
+            p.set_defaults(func=mod.run_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MeterwatchError as exc:
+        print(f"meterwatch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"meterwatch {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"meterwatch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

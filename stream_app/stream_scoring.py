@@ -1,0 +1,153 @@
+"""What the worker does with one batch of readings, without Kafka: state in, alerts out.
+
+`StreamScorer.process(readings, states)` pushes every reading into its meter's history (the
+rules of meter_window), scores all ready readings of the batch in one Detector.score_batch
+call, runs each meter's alert lifecycle, and returns the alerts, the readings refused by the
+history rules (dead letters) and the meters' new state. The Faust agent (app.py) is a thin shell
+around it: load states from the table, process, write states, send.
+
+State per meter (a Faust table value, JSON): {"h": history, "a": alert lifecycle, "c": category,
+"iv": interval}. The category travels with the meter; a reading with another category switches
+it (meters get re-classified), which is recorded in the state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stream_app.alerts import Alert, AlertTracker, Detection, alert_id
+from stream_app.meter_window import MeterHistory
+from stream_app.records import Reading, ms_to_iso
+from stream_app.scoring import Detector
+
+
+@dataclass
+class BatchResult:
+    alerts: list[Alert] = field(default_factory=list)
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (index in batch, reason)
+    states: dict[str, bytes] = field(default_factory=dict)  # meter_id -> new state
+    outcomes: Counter = field(default_factory=Counter)  # scored / warming_up / duplicate / ...
+    score_seconds: float = 0.0
+
+
+@dataclass
+class _Row:
+    index: int
+    reading: Reading
+    values: np.ndarray  # the last max_window + 1 readings (kWh)
+    diffs: np.ndarray  # normalised differences
+
+
+class StreamScorer:
+    def __init__(self, detector: Detector, *, max_gap: int = 4, late_tolerance: int = 4,
+                 cooldown: int = 4, update_every: int = 8):
+        self.detector = detector
+        self.bundle = detector.bundle
+        self.rules = {"max_gap": max_gap, "late_tolerance": late_tolerance}
+        self.tracker = AlertTracker(bundle_version=self.bundle.version,
+                                    model="+".join(self.bundle.models),
+                                    cooldown=cooldown, update_every=update_every)
+
+    def _history(self, reading: Reading, state: dict | None) -> MeterHistory:
+        config = {"max_window": self.bundle.max_window, "interval_s": reading.interval_s,
+                  "warmup": self.bundle.manifest["warmup_readings"], **self.rules}
+        if state is None:
+            return MeterHistory(**config, normaliser=self.bundle.normaliser_for(reading.meter_id))
+        config["interval_s"] = state["iv"]
+        return MeterHistory.from_dict(state["h"], **config)
+
+    def process(self, readings: list[Reading], states: dict[str, bytes | None],
+                now_ms: int | None = None) -> BatchResult:
+        """Readings in arrival order; `states`: each meter's stored state (None when new)."""
+        result = BatchResult()
+        produced = int(time.time() * 1000) if now_ms is None else now_ms
+        histories: dict[str, MeterHistory] = {}
+        categories: dict[str, str] = {}
+        rows: list[_Row] = []
+        for index, reading in enumerate(readings):
+            meter = reading.meter_id
+            if meter not in histories:
+                raw = states.get(meter)
+                state = json.loads(raw) if raw else None
+                histories[meter] = self._history(reading, state)
+                self.tracker.load_state(meter, state["a"] if state else None)
+            history = histories[meter]
+            categories[meter] = reading.category
+            outcome = history.push(reading.ts_s, reading.value)
+            if outcome.restarted:
+                result.alerts.append(self._gap_alert(reading, outcome.gap_readings, produced))
+            if outcome.status == "rejected":
+                result.refused.append((index, outcome.reason))
+                result.outcomes["refused"] += 1
+            elif outcome.status != "ok":
+                result.outcomes[outcome.status] += 1
+            elif not history.ready:
+                result.outcomes["warming_up"] += 1
+            else:
+                rows.append(_Row(index, reading, np.asarray(history.values),
+                                 history.normalised_diffs()))
+                result.outcomes["scored"] += 1
+        if rows:
+            started = time.perf_counter()
+            self._score(rows, histories, result, produced)
+            result.score_seconds = time.perf_counter() - started
+        for meter, history in histories.items():
+            result.states[meter] = json.dumps({
+                "h": history.to_dict(), "a": self.tracker.state(meter),
+                "c": categories[meter], "iv": history.interval_s,
+            }, separators=(",", ":")).encode()
+            self.tracker.load_state(meter, None)  # the table holds it; keep no second copy
+        return result
+
+    def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int) -> None:
+        detector = self.detector
+        windows = detector.windows_from_diffs(np.stack([r.diffs for r in rows]))
+        scores = detector.score_batch(windows, [r.reading.category for r in rows])
+        for k, row in enumerate(rows):
+            flagged = bool(scores.flagged[k])
+            details = self._detection(k, row, scores, histories) if flagged else None
+            alert = self.tracker.observe(row.reading.meter_id, row.reading.ts, flagged, details,
+                                         produced_at_ms=produced)
+            if alert is not None:
+                result.alerts.append(alert)
+
+    def _detection(self, k: int, row: _Row, scores, histories) -> Detection:
+        detector = self.detector
+        feature = int(scores.reason_feature[k])
+        model, window = detector.feature_order[feature].split("/")
+        w = int(window)
+        actual = row.values[-(w + 1):]
+        normaliser = histories[row.reading.meter_id].normaliser
+        expected = detector.expected_readings((model, w), k, scores, actual, normaliser)
+        errors = {f.replace("/", "@"): round(float(scores.errors[k, i]), 6)
+                  for i, f in enumerate(detector.feature_order)}
+        reading = row.reading
+        return Detection(
+            category=reading.category, window_size=w, model=model,
+            zscore=round(float(scores.z[k]), 4), threshold=float(scores.limit[k]),
+            if_score=round(float(scores.score[k]), 6), dtw_error=errors,
+            expected=tuple(round(float(x), 4) for x in expected),
+            actual=tuple(round(float(x), 4) for x in actual[1:]),
+            site=reading.site, company=reading.company, interval_s=reading.interval_s,
+            reason=detector.reason_text(feature, float(scores.excess[k])),
+        )
+
+    def _gap_alert(self, reading: Reading, missing: int, produced: int) -> Alert:
+        """A gap too long to interpolate is reported once; the meter's history restarts."""
+        gap_start = reading.ts - (missing + 1) * reading.interval_s * 1000
+        return Alert(
+            alert_id=alert_id(self.bundle.version, reading.meter_id, reading.ts, 0, kind="gap"),
+            status="open", kind="gap", meter_id=reading.meter_id, category=reading.category,
+            site=reading.site, company=reading.company, window_start=ms_to_iso(gap_start),
+            window_end=ms_to_iso(reading.ts), window_size=missing, model="",
+            bundle_version=self.bundle.version, dtw_error={}, if_score=0.0, zscore=0.0,
+            threshold=0.0, severity="medium", expected=(), actual=(),
+            reason=f"{missing} readings missing; the meter's history restarts",
+            first_seen=ms_to_iso(gap_start), last_seen=ms_to_iso(reading.ts),
+            readings_flagged=0, produced_at=ms_to_iso(produced),
+        )

@@ -1,0 +1,43 @@
+"""`meterwatch worker`: check everything at start-up, then run the Faust worker until stopped.
+
+Config and model errors fail here, before the first event is read: settings are validated, the
+bundle is verified (a tampered or incompatible bundle refuses to start with one message), the
+ONNX sessions are created, and the topics the worker writes to exist. N workers started with the
+same MW_APP_ID form one consumer group and share the partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from stream_app.app import create_app
+from stream_app.brokers import create_topics
+from stream_app.model_bundle import Bundle
+from stream_app.scoring import Detector
+from stream_app.settings import KafkaSettings, WorkerSettings, check_broker_support
+
+log = logging.getLogger("meterwatch.worker")
+
+
+def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
+    check_broker_support(kafka, worker)
+    bundle = Bundle.load(worker.model_dir)
+    detector = Detector(bundle, providers=worker.onnx_providers)
+    topics = [worker.readings_topic, worker.alerts_topic, worker.dlq_topic, worker.feedback_topic]
+    if worker.input_topic:
+        topics.append(worker.input_topic)
+    create_topics(kafka.confluent_config(), topics, worker.partitions)
+    log.info("kafka %s", kafka.redacted())
+    log.info("bundle %s, windows %s, models %s, provider %s", bundle.version,
+             bundle.window_sizes, bundle.models, detector.reconstructor.active_provider)
+    return create_app(kafka, worker, detector)
+
+
+def run_worker(loglevel: str = "info", web: bool = True) -> int:
+    kafka, worker = KafkaSettings.from_env(), WorkerSettings.from_env()
+    app = build(kafka, worker)
+    faust.Worker(app, loglevel=loglevel, web_port=worker.web_port,
+                 web_host="0.0.0.0").execute_from_commandline()
+    return 0

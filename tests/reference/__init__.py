@@ -1,0 +1,1 @@
+"""Slow, obviously correct implementations that the fast ones are tested against."""

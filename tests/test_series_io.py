@@ -1,0 +1,208 @@
+"""CSV reading: the steel-plant quirks, the LEAD and generic layouts, repairs and user errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from factories import START, steel_csv, write_text
+
+from stream_app.errors import InputError
+from stream_app.series_io import (
+    MeterSeries,
+    format_timestamp,
+    read_meter_csv,
+    write_rows_csv,
+)
+
+STEEL_HEADER = ("date,Usage_kWh,Lagging_Current_Reactive.Power_kVarh,"
+                "Leading_Current_Reactive_Power_kVarh,CO2(tCO2),Lagging_Current_Power_Factor,"
+                "Leading_Current_Power_Factor,NSM,WeekStatus,Day_of_week,Load_Type")
+
+
+def _steel_lines(days: int = 2) -> tuple[list[str], list[float]]:
+    """Steel layout: each day 00:15 .. 23:45, then 00:00 dated the same day (= its 24:00)."""
+    lines, values = [STEEL_HEADER], []
+    for d in range(days):
+        date = f"{d + 1:02d}/01/2018"
+        for k in range(1, 97):
+            minutes = (k * 15) % 1440
+            value = round(3.0 + (d * 96 + k) * 0.01, 2)
+            values.append(value)
+            lines.append(f"{date} {minutes // 60:02d}:{minutes % 60:02d},{value},0,0,0,70,100,"
+                         f"{minutes * 60},Weekday,Monday,Light_Load")
+    return lines, values
+
+
+def _generic(tmp_path, rows: list[str], header: str = "timestamp,value"):
+    return write_text(tmp_path / "m.csv", [header, *rows])
+
+
+def _iso(i: int) -> str:
+    return format_timestamp(START + 900 * i)
+
+
+def test_steel_sample_bom_crlf_and_midnight_rule(tmp_path):
+    lines, values = _steel_lines(2)
+    path = write_text(tmp_path / "steel.csv", lines, bom=True, crlf=True)
+    [s] = read_meter_csv(path)
+    assert (s.meter_id, s.category, s.interval_s, s.labels, s.repairs) == (
+        "steel", "industrial", 900, None, [])
+    assert len(s) == 192
+    assert format_timestamp(s.timestamps[0]) == "2018-01-01T00:15:00+00:00"
+    assert format_timestamp(s.timestamps[95]) == "2018-01-02T00:00:00+00:00"
+    assert format_timestamp(s.timestamps[-1]) == "2018-01-03T00:00:00+00:00"
+    assert np.all(np.diff(s.timestamps) == 900)
+    np.testing.assert_array_equal(s.values, values)  # file order already is time order
+
+
+def test_steel_real_file_is_a_full_regular_grid():
+    [s] = read_meter_csv(steel_csv())
+    assert len(s) == 35040 and s.repairs == []
+    assert format_timestamp(s.timestamps[0]) == "2018-01-01T00:15:00+00:00"
+    assert format_timestamp(s.timestamps[-1]) == "2019-01-01T00:00:00+00:00"
+    assert np.all(np.diff(s.timestamps) == 900)
+    # The all-zero row dated 07/11/2018 00:00 is the end of 7 Nov: real data, kept as 0.
+    zero_row = s.timestamps == 1541635200  # 2018-11-08T00:00:00+00:00
+    assert s.values[zero_row].tolist() == [0.0]
+    assert s.values.max() == pytest.approx(157.18)
+    assert s.values.mean() == pytest.approx(27.39, abs=0.01)
+
+
+def test_lead_layout_autodetected(tmp_path):
+    rows = [f"2016-01-01 {h:02d}:00:00,{b},{100 + h + b},{int(h == 2)}"
+            for h in range(5) for b in (118, 121)]
+    path = _generic(tmp_path, rows, "timestamp,building_id,meter_reading,anomaly")
+    series = read_meter_csv(path)
+    assert [s.meter_id for s in series] == ["118", "121"]
+    s = series[0]
+    assert s.interval_s == 3600 and s.category == "industrial"
+    assert s.values.tolist() == [218.0, 219.0, 220.0, 221.0, 222.0]
+    assert s.labels.tolist() == [0, 0, 1, 0, 0]
+    assert format_timestamp(s.timestamps[0]) == "2016-01-01T00:00:00+00:00"
+
+
+def test_epoch_seconds_and_milliseconds_agree(tmp_path):
+    sec = _generic(tmp_path, [f"{START + 900 * i},{i}" for i in range(4)])
+    [a] = read_meter_csv(sec)
+    ms = write_text(tmp_path / "ms.csv", ["timestamp,value"]
+                    + [f"{(START + 900 * i) * 1000},{i}" for i in range(4)])
+    [b] = read_meter_csv(ms)
+    np.testing.assert_array_equal(a.timestamps, START + 900 * np.arange(4))
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)
+
+
+def test_iso_offsets_are_converted_and_naive_is_utc(tmp_path):
+    rows = ["2025-01-06T01:00:00+01:00,1", "2025-01-06T00:15:00,2", "2025-01-06T00:30:00Z,3"]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    np.testing.assert_array_equal(s.timestamps, START + 900 * np.arange(3))
+    assert s.values.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_unsorted_rows_are_sorted_per_meter(tmp_path):
+    rows = [f"{_iso(i)},{i}" for i in (3, 0, 2, 1)]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    assert s.values.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_short_gap_is_interpolated_and_reported(tmp_path):
+    rows = [f"{_iso(i)},{10.0 * i}" for i in (0, 1, 4, 5)] + [f"{_iso(6)},"]
+    rows.append(f"{_iso(7)},70")
+    path = _generic(tmp_path, rows + [f"{_iso(8)},80"], "timestamp,value")
+    [s] = read_meter_csv(path)
+    np.testing.assert_allclose(s.values, 10.0 * np.arange(9))
+    assert s.repairs == ["m: interpolated 2 missing readings between rows 3 and 4",
+                         "m: interpolated 1 missing readings at row 6"]
+
+
+def test_interpolated_points_get_label_zero(tmp_path):
+    rows = [f"{_iso(0)},1,1", f"{_iso(1)},2,1", f"{_iso(3)},4,1", f"{_iso(4)},5,0"]
+    [s] = read_meter_csv(_generic(tmp_path, rows, "timestamp,value,label"))
+    assert s.labels.tolist() == [1, 1, 0, 1, 0]
+    assert s.values.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_missing_ends_are_dropped(tmp_path):
+    rows = [f"{_iso(0)},nan", f"{_iso(1)},1", f"{_iso(2)},2", f"{_iso(3)},"]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    assert s.values.tolist() == [1.0, 2.0] and s.timestamps[0] == START + 900
+    assert len(s.repairs) == 2
+
+
+def test_identical_duplicate_is_dropped(tmp_path):
+    rows = [f"{_iso(0)},1", f"{_iso(1)},2", f"{_iso(1)},2", f"{_iso(2)},3"]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    assert s.values.tolist() == [1.0, 2.0, 3.0]
+    assert s.repairs == ["m: dropped duplicate reading at row 4 (same as row 3)"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "header", "row", "needle"),
+    [
+        ([f"{_iso(0)},1", f"{_iso(1)},x"], "timestamp,value", 3, "non-numeric value 'x'"),
+        ([f"{_iso(0)},1", f"{_iso(1)},inf"], "timestamp,value", 3, "infinite value"),
+        ([f"{_iso(0)},1", f"{_iso(1)},-2"], "timestamp,value", 3, "cannot be negative"),
+        ([f"{_iso(0)},1", "yesterday,2"], "timestamp,value", 3, "cannot parse timestamp"),
+        ([f"{_iso(0)},1", f"{_iso(1)},2", f"{_iso(1)},3"], "timestamp,value", 4,
+         "duplicate timestamp 2025-01-06T00:15:00+00:00 for meter 'm' at rows 3 and 4"),
+        ([f"{_iso(0)},1", f"{_iso(1)},1", f"{_iso(7)},2"], "timestamp,value", 4,
+         ("gap of 5 missing readings between rows 3 and 4 (2025-01-06T00:30:00+00:00 to "
+         "2025-01-06T01:30:00+00:00), more than the 4 that are interpolated; raise the "
+         "limit with --max-gap")),
+        ([f"{_iso(0)},1,steelworks"], "timestamp,value,category", 2,
+         "unknown category 'steelworks'; known: industrial, general"),
+        ([f"{_iso(0)},1,2"], "timestamp,value,label", 2, "must be 0 or 1"),
+        ([f"{_iso(0)}"], "timestamp,value", 2, "1 fields, but the header has 2"),
+        ([f"{_iso(0)},1", f"{_iso(1)},2", f"{_iso(2)},3", f"{_iso(3)[:-6]}+00:07,4"],
+         "timestamp,value", 5, "rows 4 and 5 are 480 s apart, not a multiple of its 900 s"),
+        ([f"{_iso(0)},1"], "timestamp,value", 2, "need at least 2"),
+        ([], "timestamp,value", 2, "no data rows"),
+        ([f"{_iso(0)},1"], "time_of_reading,kwh_used", 1,
+         ("no timestamp column (looked for timestamp, time, datetime; name it with "
+         "--timestamp-col); available columns: time_of_reading, kwh_used")),
+    ],
+)
+def test_user_errors_name_the_row(tmp_path, rows, header, row, needle):
+    with pytest.raises(InputError) as info:
+        read_meter_csv(_generic(tmp_path, rows, header))
+    assert info.value.row == row
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_gap_error_mentions_max_gap_and_can_be_raised(tmp_path):
+    path = _generic(tmp_path, [f"{_iso(0)},1", f"{_iso(1)},2", f"{_iso(7)},8"])
+    with pytest.raises(InputError, match="--max-gap"):
+        read_meter_csv(path)
+    [s] = read_meter_csv(path, max_gap=5)
+    np.testing.assert_allclose(s.values, np.arange(1.0, 9.0))
+
+
+def test_empty_file_and_unknown_explicit_column(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty") as info:
+        read_meter_csv(empty)
+    assert info.value.row == 1
+    path = _generic(tmp_path, [f"{_iso(0)},1", f"{_iso(1)},2"])
+    with pytest.raises(InputError, match="column 'kwh' not found; available columns: "
+                                         "timestamp, value"):
+        read_meter_csv(path, value_col="kwh")
+
+
+def test_explicit_columns_and_defaults(tmp_path):
+    rows = [f"{START + 3600 * i},{i},x" for i in range(3)]
+    path = _generic(tmp_path, rows, "ts,energy,comment")
+    [s] = read_meter_csv(path, timestamp_col="ts", value_col="energy",
+                         default_meter_id="pump-7", default_category="agricultural")
+    assert (s.meter_id, s.category, s.interval_s) == ("pump-7", "agricultural", 3600)
+
+
+def test_write_then_read_round_trip(tmp_path):
+    values = [0.1, 2.0 / 3.0, 1e-7, 12345.678]
+    rows = [(_iso(i), "a", "general", v, 0) for i, v in enumerate(values)]
+    path = tmp_path / "out.csv"
+    write_rows_csv(path, ["timestamp", "meter_id", "category", "value", "label"], rows)
+    [s] = read_meter_csv(path)
+    assert (s.meter_id, s.category) == ("a", "general")
+    assert s.values.tolist() == values  # shortest repr round-trips exactly
+    assert isinstance(s, MeterSeries) and s.labels.dtype == np.int8

@@ -1,0 +1,1 @@
+"""Offline training of meterwatch's autoencoders (needs the `train` extra: torch)."""
