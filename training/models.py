@@ -7,8 +7,8 @@ all the torch-free runtime needs to know.
 
 - `CnnGruAE` (the study's CNN-GRU with GELU): convolutions pick up local shapes (ramps, steps,
   spikes), a GRU reads them in time order and its last state is squeezed to a small latent vector;
-  the decoder unrolls the latent over the window with a second GRU and maps back to one channel
-  through a GELU convolution.
+  the decoder unrolls the latent over the window (a learned input per time step) with a second
+  GRU and maps back to one channel through a GELU convolution.
 - `LstmAE`: the classic sequence autoencoder, LSTM encoder -> latent -> LSTM decoder -> Linear.
 
 The sizes are deliberately small: the models must train on CPU in well under a minute on
@@ -41,6 +41,17 @@ def _check_positive(cfg: object, names: tuple[str, ...]) -> None:
         )
 
 
+def _unroll(linear: nn.Linear, z: torch.Tensor, cfg) -> torch.Tensor:
+    """Latent (B, latent) -> decoder inputs (B, W, latent), a different learned input per step.
+
+    Feeding the same latent at every step (the textbook "repeat vector") leaves the decoder to
+    find each sample's position from its own state alone; on 96-sample windows of a differenced
+    daily series both models then stalled at predicting the mean. A per-step linear map gives
+    the decoder its position for ~latent*latent*W weights and lets both train.
+    """
+    return linear(z).view(z.shape[0], cfg.window, cfg.latent)
+
+
 @dataclass(frozen=True)
 class CnnGruConfig:
     window: int  # samples per window (a dominant period of the differenced series)
@@ -70,9 +81,8 @@ class CnnGruAE(nn.Module):
         )
         self.enc_gru = nn.GRU(cfg.channels, cfg.hidden, batch_first=True)
         self.to_latent = nn.Linear(cfg.hidden, cfg.latent)
-        # The latent both seeds the decoder state and is fed at every step, so the decoder can
-        # unroll a time-varying shape from one vector.
         self.latent_to_state = nn.Linear(cfg.latent, cfg.hidden)
+        self.unroll = nn.Linear(cfg.latent, cfg.window * cfg.latent)
         self.dec_gru = nn.GRU(cfg.latent, cfg.hidden, batch_first=True)
         self.dec_conv = nn.Sequential(
             nn.Conv1d(cfg.hidden, cfg.channels, cfg.kernel, padding=pad),
@@ -87,8 +97,7 @@ class CnnGruAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h0 = torch.tanh(self.latent_to_state(z)).unsqueeze(0)  # (1, B, hidden)
-        steps = z.unsqueeze(1).expand(-1, self.cfg.window, -1)  # (B, W, latent)
-        out, _ = self.dec_gru(steps, h0)  # (B, W, hidden)
+        out, _ = self.dec_gru(_unroll(self.unroll, z, self.cfg), h0)  # (B, W, hidden)
         return self.dec_conv(out.transpose(1, 2)).squeeze(1)  # (B, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +123,7 @@ class LstmAE(nn.Module):
         self.enc_lstm = nn.LSTM(1, cfg.hidden, batch_first=True)
         self.to_latent = nn.Linear(cfg.hidden, cfg.latent)
         self.latent_to_state = nn.Linear(cfg.latent, cfg.hidden)
+        self.unroll = nn.Linear(cfg.latent, cfg.window * cfg.latent)
         self.dec_lstm = nn.LSTM(cfg.latent, cfg.hidden, batch_first=True)
         self.out = nn.Linear(cfg.hidden, 1)
 
@@ -124,8 +134,7 @@ class LstmAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h0 = torch.tanh(self.latent_to_state(z)).unsqueeze(0)
         c0 = torch.zeros_like(h0)
-        steps = z.unsqueeze(1).expand(-1, self.cfg.window, -1)
-        out, _ = self.dec_lstm(steps, (h0, c0))  # (B, W, hidden)
+        out, _ = self.dec_lstm(_unroll(self.unroll, z, self.cfg), (h0, c0))  # (B, W, hidden)
         return self.out(out).squeeze(-1)  # (B, W)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
