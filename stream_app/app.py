@@ -17,7 +17,6 @@ import time
 import weakref
 
 import faust
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from stream_app.metrics import WorkerMetrics
 from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
@@ -28,6 +27,7 @@ from stream_app.stream_scoring import StreamScorer
 log = logging.getLogger("meterwatch.worker")
 
 STATE_TABLE = "meter-state"
+TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 
 
 def _tansu_fetch_wait() -> None:
@@ -45,8 +45,20 @@ def _tansu_fetch_wait() -> None:
     driver.AIOKafkaConsumerThread._create_worker_consumer = create
 
 
+def matching_topics(kafka: KafkaSettings, worker: WorkerSettings) -> list[str]:
+    """Input topics that exist now: the single input topic, or those matching the pattern."""
+    if worker.input_topic:
+        return [worker.input_topic]
+    from confluent_kafka.admin import AdminClient
+
+    names = AdminClient(kafka.confluent_config()).list_topics(timeout=10).topics
+    return sorted(n for n in names if worker.input_regex.fullmatch(n))
+
+
 def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
-               metrics: WorkerMetrics | None = None) -> faust.App:
+               input_topics: list[str], metrics: WorkerMetrics | None = None) -> faust.App:
+    """`input_topics`: the inputs that exist at start; new pattern matches join while running
+    (Faust's own `pattern=` subscription does not work, so the worker polls the topic list)."""
     metrics = metrics or WorkerMetrics()
     if kafka.is_tansu:
         _tansu_fetch_wait()
@@ -68,17 +80,14 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
         key_serializer="raw",
         value_serializer="raw",
     )
-    if worker.input_topic:
-        source = app.topic(worker.input_topic, key_serializer="raw", value_serializer="raw")
-    else:
-        source = app.topic(pattern=worker.input_pattern, key_serializer="raw",
-                           value_serializer="raw")
+    source = app.topic(*input_topics, key_serializer="raw", value_serializer="raw")
+    app.topics._resubscribe_sleep_lock_seconds = 1.0  # Faust waits 45 s before resubscribing
     readings = app.topic(worker.readings_topic, partitions=worker.partitions, internal=True,
                          key_serializer="raw", value_serializer="raw")
     alerts = app.topic(worker.alerts_topic, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(worker.dlq_topic, key_serializer="raw", value_serializer="raw")
-    table = app.Table(STATE_TABLE, default=None, partitions=worker.partitions,
-                      key_serializer="raw", value_serializer="raw")
+    # keys and values are bytes: the app's raw serializers apply
+    table = app.Table(STATE_TABLE, default=None, partitions=worker.partitions)
     scorer = StreamScorer(detector)
     last_offsets: dict = {}
 
@@ -121,10 +130,13 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             await alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
             metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
         for event in events:
-            metrics.latency.observe(max(0.0, now - event.message.timestamp / 1000))
+            metrics.latency.observe(max(0.0, now - event.message.timestamp))  # Faust: seconds
         for outcome, count in result.outcomes.items():
             metrics.outcomes.labels(outcome).inc(count)
         metrics.score_seconds.observe(result.score_seconds)
+        if result.outcomes.get("scored"):
+            metrics.inference_seconds.observe(scorer.detector.timings["inference"])
+            metrics.dtw_seconds.observe(scorer.detector.timings["dtw"])
 
     @app.agent(readings)
     async def score(stream):
@@ -145,6 +157,17 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                         await dead_letter(event.value, f"internal_error:{exc!r}"[:200],
                                           event.message)
 
+    @app.timer(interval=TOPIC_REFRESH_S)
+    async def discover_topics():
+        if worker.input_topic:
+            return
+        found = await app.loop.run_in_executor(None, matching_topics, kafka, worker)
+        new = [name for name in found if name not in source.topics]
+        if new:
+            log.info("new input topics: %s", new)
+            source.topics.extend(new)
+            app.topics._flag_changes()
+
     @app.timer(interval=5.0)
     async def report_lag():
         consumer = app.consumer
@@ -161,7 +184,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
 
     @app.page("/metrics")
     async def metrics_page(web, request):
-        return web.bytes(metrics.render(), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
 
     @app.page("/health")
     async def health(web, request):

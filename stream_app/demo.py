@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from tqdm import tqdm
 
+from stream_app.errors import MeterwatchError
 from stream_app.brokers import create_topics, free_port, start_broker, stop_process
 from stream_app.records import encode_reading
 from stream_app.simulator import simulate_with_events
@@ -65,19 +66,21 @@ def wait_for_worker(proc: subprocess.Popen, web_port: int, log_path: Path,
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the worker exited with code {proc.returncode}:\n{tail}")
+            raise MeterwatchError(f"the worker exited with code {proc.returncode}:\n{tail}")
         health = worker_health(web_port)
         if health and health.get("assigned"):
             return
         time.sleep(0.3)
-    raise RuntimeError(f"the worker was not ready after {timeout:.0f} s (log: {log_path})")
+    raise MeterwatchError(f"the worker was not ready after {timeout:.0f} s (log: {log_path})")
 
 
 def follow_alerts(bootstrap: str, topic: str, log: AlertLog, stop: threading.Event,
                   echo: bool) -> None:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"demo-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
-    consumer.subscribe([topic])
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+    # assign, not subscribe: no group join to wait for, every partition from the start
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     try:
         while not stop.is_set():
             msg = consumer.poll(0.1)

@@ -6,7 +6,8 @@ meter's normalised differenced series, all ending at that reading. Per batch of 
 1. one ONNX Runtime call per (model, window size) reconstructs the windows;
 2. one DTW call per window size gives the reconstruction error of every (window, model) pair;
 3. features = log(DTW error), in the bundle's feature order (`<model>/<window>`);
-4. the Isolation Forest scores the feature rows (higher = more anomalous);
+4. the Isolation Forest scores the feature rows, floored at their training median (only excess
+   error counts; higher = more anomalous);
 5. the score's z-score against normal training rows is compared with the category's limit.
 
 Scoring (steps 1-4) is separate from deciding (step 5). The reason given for a flag is the
@@ -16,6 +17,7 @@ feature whose error is furthest above its typical value on normal training data.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,22 +43,43 @@ class BatchScores:
 
 def reconstruction_errors(
     reconstructor: Reconstructor, models: Sequence[str], windows: dict[int, np.ndarray],
-    band: int | None, normalise: bool,
+    band: int | None, normalise: bool, timings: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """DTW errors (n, n_features) in feature order (window-major, then model) + reconstructions."""
+    """DTW errors (n, n_features) in feature order (window-major, then model) + reconstructions.
+
+    `timings`, when given, receives the seconds spent in inference and in DTW."""
     n = len(next(iter(windows.values())))
     errors = np.empty((n, len(models) * len(windows)), dtype=np.float64)
     recons = {}
     column = 0
+    spent = {"inference": 0.0, "dtw": 0.0}
     for w, x in windows.items():
+        started = time.perf_counter()
         outs = [reconstructor.reconstruct(m, w, x) for m in models]
+        spent["inference"] += time.perf_counter() - started
         recons.update({(m, w): r for m, r in zip(models, outs, strict=True)})
         left = np.tile(x.astype(np.float64), (len(models), 1))
         right = np.concatenate(outs).astype(np.float64)
+        started = time.perf_counter()
         dist = dtw_batch(left, right, band=band, normalise=normalise)
+        spent["dtw"] += time.perf_counter() - started
         errors[:, column:column + len(models)] = dist.reshape(len(models), n).T
         column += len(models)
+    if timings is not None:
+        timings.update(spent)
     return errors, recons
+
+
+def log_errors(errors: np.ndarray) -> np.ndarray:
+    return np.log(errors + LOG_FLOOR)
+
+
+def forest_features(log_err: np.ndarray, median: np.ndarray) -> np.ndarray:
+    """What the Isolation Forest sees: log errors, floored at their training median.
+
+    Only an error above the typical is evidence of an anomaly; without the floor the forest
+    would also isolate windows reconstructed unusually well (an idle pump, a quiet night)."""
+    return np.maximum(log_err, median)
 
 
 class Detector:
@@ -72,6 +95,7 @@ class Detector:
         stats = manifest["feature_stats"]
         self._median = np.asarray(stats["median"], dtype=np.float64)
         self._scale = np.asarray(stats["scale"], dtype=np.float64)
+        self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
     def windows_from_diffs(self, diffs: np.ndarray) -> dict[int, np.ndarray]:
         """Rows of trailing windows from (n, max_window) normalised differences."""
@@ -80,16 +104,16 @@ class Detector:
 
     def errors(self, windows: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
         return reconstruction_errors(self.reconstructor, self.bundle.models, windows,
-                                     self.band, self.normalise_dtw)
+                                     self.band, self.normalise_dtw, self.timings)
 
     @staticmethod
     def features(errors: np.ndarray) -> np.ndarray:
-        return np.log(errors + LOG_FLOOR)
+        return log_errors(errors)
 
     def score_batch(self, windows: dict[int, np.ndarray], categories: Sequence[str]) -> BatchScores:
         errors, recons = self.errors(windows)
         feats = self.features(errors)
-        score = self.bundle.forest.score(feats)
+        score = self.bundle.forest.score(forest_features(feats, self._median))
         z, limit, flagged = self.bundle.limits.decide(score, categories)
         robust = (feats - self._median) / self._scale
         reason = np.argmax(robust, axis=1)

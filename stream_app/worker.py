@@ -9,10 +9,11 @@ same MW_APP_ID form one consumer group and share the partitions.
 from __future__ import annotations
 
 import logging
+import time
 
 import faust
 
-from stream_app.app import create_app
+from stream_app.app import create_app, matching_topics
 from stream_app.brokers import create_topics
 from stream_app.model_bundle import Bundle
 from stream_app.scoring import Detector
@@ -32,12 +33,18 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     log.info("kafka %s", kafka.redacted())
     log.info("bundle %s, windows %s, models %s, provider %s", bundle.version,
              bundle.window_sizes, bundle.models, detector.reconstructor.active_provider)
-    return create_app(kafka, worker, detector)
+    inputs = matching_topics(kafka, worker)
+    while not inputs:
+        log.info("waiting for input topics matching %r ...", worker.input_pattern)
+        time.sleep(5)
+        inputs = matching_topics(kafka, worker)
+    log.info("input topics: %d (%s%s)", len(inputs), ", ".join(inputs[:5]),
+             " ..." if len(inputs) > 5 else "")
+    return create_app(kafka, worker, detector, inputs)
 
 
 def run_worker(loglevel: str = "info", web: bool = True) -> int:
     kafka, worker = KafkaSettings.from_env(), WorkerSettings.from_env()
     app = build(kafka, worker)
-    faust.Worker(app, loglevel=loglevel, web_port=worker.web_port,
-                 web_host="0.0.0.0").execute_from_commandline()
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
     return 0

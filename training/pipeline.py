@@ -29,7 +29,7 @@ from stream_app.isolation_forest import ForestScorer
 from stream_app.model_bundle import FOREST_FILE, Bundle, BundleLayout, onnx_name, write_manifest
 from stream_app.preprocessing import Normaliser, difference, dominant_periods, sliding_windows
 from stream_app.profiles import Profile
-from stream_app.scoring import Detector, reconstruction_errors
+from stream_app.scoring import Detector, forest_features, reconstruction_errors
 from stream_app.series_io import MeterSeries
 from stream_app.thresholds import calibrate_limits
 from training.adversarial import mi_fgsm
@@ -164,21 +164,24 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     train_rows, val_rows = rows("train", MAX_FEATURE_ROWS), rows("val", MAX_FEATURE_ROWS // 2)
     train_feats = Detector.features(errors_of(train_rows))
     val_feats = Detector.features(errors_of(val_rows))
+    median = np.median(train_feats, axis=0)
+    scale = 1.4826 * np.median(np.abs(train_feats - median), axis=0) + 1e-9
     sk_forest = IsolationForest(n_estimators=options.n_estimators, random_state=options.seed)
-    sk_forest.fit(train_feats)
+    sk_forest.fit(forest_features(train_feats, median))
     forest = ForestScorer.from_sklearn(sk_forest)
     np.savez(out / FOREST_FILE, **forest.to_arrays())
     files[FOREST_FILE] = {"sha256": "", "bytes": 0, "role": "isolation_forest", "model": None,
                           "window": None, "config": {"n_estimators": options.n_estimators},
                           "parity_max_abs_diff": None, "opset": None}
 
-    val_scores = forest.score(val_feats)
+    val_scores = forest.score(forest_features(val_feats, median))
     mean, std = float(val_scores.mean()), float(val_scores.std())
     aug = profile.augmentation
     adv_src = val_rows[rng.choice(len(val_rows), min(ADVERSARIAL_ROWS, len(val_rows)), False)]
     adv_rows = mi_fgsm(models[(options.models[0], max_w)], adv_src, epsilon=aug.epsilon,
                        momentum=aug.momentum, steps=aug.steps, seed=options.seed)
-    z_adv = (forest.score(Detector.features(errors_of(adv_rows))) - mean) / std
+    adv_feats = forest_features(Detector.features(errors_of(adv_rows)), median)
+    z_adv = (forest.score(adv_feats) - mean) / std
     z_val = (val_scores - mean) / std
     best_base, f1_adv = _best_base_limit(z_val, z_adv)
     if profile.explicit_limits is not None:
@@ -189,8 +192,6 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         limits = calibrate_limits(base, profile.usage_ratios, profile.gamma)
         calibration = "mi_fgsm_f1"
 
-    median = np.median(train_feats, axis=0)
-    scale = 1.4826 * np.median(np.abs(train_feats - median), axis=0) + 1e-9
     manifest = {
         "schema_version": 1,
         "name": options.name,
