@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from stream_app.errors import MeterwatchError
+from stream_app.errors import InputError, MeterwatchError
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 EXIT_USER_ERROR = 2
@@ -91,6 +91,11 @@ def cmd_score(args) -> int:
               "is_anomaly", "window_size", "reason"]
     rows, flagged, total = [], 0, 0
     limits = detector.bundle.limits
+    need = detector.bundle.max_window + 1
+    for s in series:
+        if len(s.values) < need:
+            raise InputError(f"meter {s.meter_id}: {len(s.values)} readings are too short for "
+                             f"window {need - 1} (need at least {need})")
     for s in series:
         result = score_series(detector, s)
         limit = limits.limit(s.category)

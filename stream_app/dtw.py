@@ -68,45 +68,56 @@ def dtw_batch(
             raise ValueError(f"band must be a non-negative int or None, got {band!r}")
         if band < 0:
             raise ValueError(f"band must be >= 0, got {band}")
-    for name, arr in (("x", x), ("y", y)):
-        bad = ~np.isfinite(arr).all(axis=1)
-        if bad.any():
-            raise ValueError(f"{name} has NaN or inf in pair {int(np.argmax(bad))}")
     if n_pairs == 0:
         return np.empty(0, dtype=np.float64)
 
     width = length if band is None else min(int(band), length)
-    xt = _to_lanes(x)
-    yt = _to_lanes(y)
-    out = np.empty(xt.shape[1], dtype=np.float64)
-    _dtw_lanes(xt, yt, width, out)
-    dist = out[:n_pairs]
+    out = np.empty(n_pairs, dtype=np.float64)
+    finite = np.empty(n_pairs, dtype=np.bool_)
+    _dtw_pairs(np.ascontiguousarray(x), np.ascontiguousarray(y), width, out, finite)
+    if not finite.all():
+        # Error path only: find which array holds the first bad value.
+        for name, arr in (("x", x), ("y", y)):
+            bad = ~np.isfinite(arr).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{name} has NaN or inf in pair {int(np.argmax(bad))}")
     if normalise:
-        dist /= np.sqrt(length)
-    return dist
-
-
-def _to_lanes(a: np.ndarray) -> np.ndarray:
-    """(n_pairs, length) -> contiguous (length, n_padded), padded with zeros to whole blocks."""
-    n_pairs, length = a.shape
-    n_padded = -(-n_pairs // _BLOCK) * _BLOCK
-    lanes = np.zeros((length, n_padded), dtype=np.float64)
-    lanes[:, :n_pairs] = a.T
-    return lanes
+        out /= np.sqrt(length)
+    return out
 
 
 @njit(parallel=True, **_JIT)
-def _dtw_lanes(xt, yt, band, out):  # pragma: no cover - compiled
-    """Kernel: xt, yt (length, n_padded) with n_padded a multiple of _BLOCK; writes out."""
-    length, n_padded = xt.shape
-    for b in prange(n_padded // _BLOCK):
-        _dtw_block(xt, yt, band, b * _BLOCK, out)
+def _dtw_pairs(x, y, band, out, finite):  # pragma: no cover - compiled
+    """Kernel: x, y (n_pairs, length) C-contiguous; writes out and finite (all inputs finite)."""
+    n_pairs, length = x.shape
+    for b in prange(-(-n_pairs // _BLOCK)):
+        start = b * _BLOCK
+        stop = min(start + _BLOCK, n_pairs)
+        # Block-local transposed copy, zero-padded to whole lanes; it stays in cache.
+        xb = np.zeros((length, _BLOCK))
+        yb = np.zeros((length, _BLOCK))
+        for k in range(stop - start):
+            # v * 0.0 is 0 for finite v and NaN for NaN/inf: the check costs nothing extra.
+            probe = 0.0
+            for i in range(length):
+                xv = x[start + k, i]
+                yv = y[start + k, i]
+                xb[i, k] = xv
+                yb[i, k] = yv
+                probe += xv * 0.0 + yv * 0.0
+            finite[start + k] = probe == 0.0
+        dist = _dtw_block(xb, yb, band)
+        for k in range(stop - start):
+            out[start + k] = dist[k]
 
 
 @njit(**_JIT)
-def _dtw_block(xt, yt, band, start, out):  # pragma: no cover - compiled
-    """One block of _BLOCK pairs. Buffer column c holds D(., c - 1); column 0 is D(., -1)."""
-    length = xt.shape[0]
+def _dtw_block(xb, yb, band):  # pragma: no cover - compiled
+    """_BLOCK pairs side by side; xb, yb (length, _BLOCK). Returns their DTW distances.
+
+    Buffer row c holds D(., c - 1) for every lane; row 0 is the virtual column D(., -1).
+    """
+    length = xb.shape[0]
     inf = np.inf
     prev = np.full((length + 1, _BLOCK), inf)
     cur = np.full((length + 1, _BLOCK), inf)
@@ -117,20 +128,23 @@ def _dtw_block(xt, yt, band, start, out):  # pragma: no cover - compiled
         # Column j_lo - 1 of this row is outside the band (or D(i, -1)); it may hold a stale
         # value from two rows ago.
         cur[j_lo, :] = inf
-        xi = xt[i, start : start + _BLOCK]
+        xi = xb[i]
         for j in range(j_lo, j_hi):
-            yj = yt[j, start : start + _BLOCK]
+            yj = yb[j]
+            up = prev[j + 1]
+            diag = prev[j]
+            left = cur[j]
+            new = cur[j + 1]
             for k in range(_BLOCK):
                 d = xi[k] - yj[k]
-                m = prev[j, k]
-                if prev[j + 1, k] < m:
-                    m = prev[j + 1, k]
-                if cur[j, k] < m:
-                    m = cur[j, k]
-                cur[j + 1, k] = d * d + m
+                m = diag[k]
+                if up[k] < m:
+                    m = up[k]
+                if left[k] < m:
+                    m = left[k]
+                new[k] = d * d + m
         if j_hi < length:
             # Column j_hi is outside this row's band; the next row reads it as D(i, j_hi).
             cur[j_hi + 1, :] = inf
         prev, cur = cur, prev
-    for k in range(_BLOCK):
-        out[start + k] = np.sqrt(prev[length, k])
+    return np.sqrt(prev[length])

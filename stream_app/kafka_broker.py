@@ -103,6 +103,8 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests join groups constantly; the default 3 s delay would dominate them.
 group.initial.rebalance.delay.ms=0
+# fast failover in tests and the demo: workers may ask for session timeouts down to 1 s
+group.min.session.timeout.ms=1000
 # Topics are created on purpose (source topics with the app's partition count); a typo in a
 # topic name should fail loudly rather than create an empty topic.
 auto.create.topics.enable=false

@@ -130,3 +130,43 @@ def unique_name(request):
         return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+# --- model bundles -------------------------------------------------------------------------
+
+def _shared_data_dir():
+    from pathlib import Path
+
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("MW_SHARED_DATA", default))
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The real data sets (steel plant, LEAD), or a skip saying where they were looked for."""
+    path = _shared_data_dir()
+    if not (path / "steel_industry_energy" / "Steel_industry_data.csv").is_file():
+        pytest.skip(f"real data not found under {path} (set MW_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sim_series():
+    """Four simulated metal meters (all four categories), 21 days, labelled anomalies."""
+    from stream_app.simulator import simulate_with_events
+
+    return simulate_with_events("metal", 4, 21, seed=3, anomalies_per_meter=1.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, sim_series):
+    """A small bundle trained in seconds: both models, windows 24 and 16."""
+    pytest.importorskip("torch")
+    from training.pipeline import TrainOptions, train_bundle
+    from training.train import TrainConfig
+    from stream_app.profiles import load_profile
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    options = TrainOptions(window_sizes=(24, 16), name="tiny", version="1",
+                           train=TrainConfig(epochs=2, max_train_windows=1500), n_estimators=50)
+    return train_bundle(sim_series[0], out, load_profile("metal"), options)
