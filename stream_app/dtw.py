@@ -27,6 +27,8 @@ over threads with `prange`, each writing its own slice of the output.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -97,15 +99,15 @@ def _dtw_pairs(x, y, band, out, finite):  # pragma: no cover - compiled
         xb = np.zeros((length, _BLOCK))
         yb = np.zeros((length, _BLOCK))
         for k in range(stop - start):
-            # v * 0.0 is 0 for finite v and NaN for NaN/inf: the check costs nothing extra.
-            probe = 0.0
+            # The finiteness check rides on the copy: no separate pass over the inputs.
+            ok = True
             for i in range(length):
                 xv = x[start + k, i]
                 yv = y[start + k, i]
                 xb[i, k] = xv
                 yb[i, k] = yv
-                probe += xv * 0.0 + yv * 0.0
-            finite[start + k] = probe == 0.0
+                ok &= math.isfinite(xv) & math.isfinite(yv)
+            finite[start + k] = ok
         dist = _dtw_block(xb, yb, band)
         for k in range(stop - start):
             out[start + k] = dist[k]
@@ -137,12 +139,7 @@ def _dtw_block(xb, yb, band):  # pragma: no cover - compiled
             new = cur[j + 1]
             for k in range(_BLOCK):
                 d = xi[k] - yj[k]
-                m = diag[k]
-                if up[k] < m:
-                    m = up[k]
-                if left[k] < m:
-                    m = left[k]
-                new[k] = d * d + m
+                new[k] = d * d + min(diag[k], up[k], left[k])
         if j_hi < length:
             # Column j_hi is outside this row's band; the next row reads it as D(i, j_hi).
             cur[j_hi + 1, :] = inf

@@ -1,7 +1,7 @@
 """One meter's recent history: the state the stream worker keeps per meter, and `score` replays.
 
-A meter keeps its last `max_window + 1` readings on the interval grid (enough for the differenced
-windows of every selected size), its last timestamp and its normalisation. Rules, applied the same
+A meter keeps its last `max_window` readings on the interval grid (the trailing window of every
+selected size ends at the newest one), its last timestamp and its normalisation. Rules, applied the same
 way by `meterwatch score` and the worker:
 
 - duplicate (same timestamp, same value): dropped; same timestamp, other value: rejected;
@@ -10,9 +10,9 @@ way by `meterwatch score` and the worker:
   older than that: rejected with reason `out_of_order`;
 - timestamps off the interval grid by more than 10 % of the interval: rejected (`off_grid`);
 - a gap of up to `max_gap` missing readings is filled by linear interpolation; a longer gap
-  restarts the history (the meter needs `max_window + 1` readings again) and is reported;
+  restarts the history (the meter needs `max_window` readings again) and is reported;
 - normalisation: the meter's training statistics from the bundle, else fitted on its first
-  `warmup` differences (no scores while warming up).
+  `warmup` readings (no scores while warming up).
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ class MeterHistory:
     last_ts: int | None = None
     values: list[float] = field(default_factory=list)
     filled: list[bool] = field(default_factory=list)
-    warm_diffs: list[float] = field(default_factory=list)
+    warm_values: list[float] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
-        return self.normaliser is not None and len(self.values) > self.max_window
+        return self.normaliser is not None and len(self.values) >= self.max_window
 
     def push(self, ts: int, value: float) -> PushResult:
         if self.last_ts is None:
@@ -95,20 +95,20 @@ class MeterHistory:
         self._append_value(value, filled=False)
 
     def _append_value(self, value: float, filled: bool) -> None:
-        if self.values and self.normaliser is None:
-            self.warm_diffs.append(value - self.values[-1])
-            if len(self.warm_diffs) >= self.warmup:
-                self.normaliser = Normaliser.fit(np.asarray(self.warm_diffs))
-                self.warm_diffs = []
+        if self.normaliser is None:
+            self.warm_values.append(float(value))
+            if len(self.warm_values) >= self.warmup:
+                self.normaliser = Normaliser.fit(np.asarray(self.warm_values))
+                self.warm_values = []
         self.values.append(float(value))
         self.filled.append(filled)
-        if len(self.values) > self.max_window + 1:
+        if len(self.values) > self.max_window:
             del self.values[0]
             del self.filled[0]
 
-    def normalised_diffs(self) -> np.ndarray:
-        """The last max_window normalised differences (float32). Only when ready."""
-        return self.normaliser.apply(np.diff(np.asarray(self.values, dtype=np.float64)))
+    def normalised_window(self) -> np.ndarray:
+        """The last max_window readings, normalised (float32). Only when ready."""
+        return self.normaliser.apply(np.asarray(self.values, dtype=np.float64))
 
     def to_dict(self) -> dict:
         return {
@@ -116,7 +116,7 @@ class MeterHistory:
             "values": self.values,
             "filled": [int(f) for f in self.filled],
             "normaliser": self.normaliser.to_dict() if self.normaliser else None,
-            "warm_diffs": self.warm_diffs,
+            "warm_values": self.warm_values,
         }
 
     @classmethod
@@ -128,5 +128,5 @@ class MeterHistory:
             last_ts=data["last_ts"],
             values=list(data["values"]),
             filled=[bool(f) for f in data["filled"]],
-            warm_diffs=list(data["warm_diffs"]),
+            warm_values=list(data["warm_values"]),
         )

@@ -48,12 +48,12 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
     reason = ["warming up"] * n
     history = new_history(detector, series.meter_id, series.interval_s)
     pending_rows: list[int] = []
-    pending_diffs: list[np.ndarray] = []
+    pending_windows: list[np.ndarray] = []
 
     def flush() -> None:
         if not pending_rows:
             return
-        windows = detector.windows_from_diffs(np.stack(pending_diffs))
+        windows = detector.trailing_windows(np.stack(pending_windows))
         result = detector.score_batch(windows, [series.category] * len(pending_rows))
         rows = np.asarray(pending_rows)
         score[rows], z[rows] = result.score, result.z
@@ -64,13 +64,13 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
             reason[row] = detector.reason_text(feature, float(result.excess[k])) if (
                 result.flagged[k]) else ""
         pending_rows.clear()
-        pending_diffs.clear()
+        pending_windows.clear()
 
     for row, (ts, value) in enumerate(zip(series.timestamps.tolist(), series.values.tolist())):
         outcome = history.push(int(ts), float(value))
         if outcome.status == "ok" and history.ready:
             pending_rows.append(row)
-            pending_diffs.append(history.normalised_diffs())
+            pending_windows.append(history.normalised_window())
             if len(pending_rows) >= BATCH:
                 flush()
         elif outcome.status != "ok":

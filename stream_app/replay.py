@@ -33,8 +33,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from stream_app.errors import InputError, MeterwatchError
-from stream_app.records import DEFAULT_INTERVAL_S, encode_reading
+from stream_app.records import DEFAULT_INTERVAL_S, MAX_VALUE_KWH, encode_reading
 from stream_app.settings import KafkaSettings
 
 # Tuned for throughput over latency: a replay has no reader waiting on a single reading.
@@ -134,10 +136,11 @@ def _check_series(series) -> None:
     """Refuse bad data before the first send, so a replay is never cut in half by it."""
     for s in series:
         values = s.values
-        if len(values) and not (values == values).all():
+        if len(values) and np.isnan(values).any():
             raise InputError(f"meter {s.meter_id!r}: missing (NaN) values cannot be replayed")
-        if len(values) and (values.min() < 0 or not math.isfinite(values.max())):
-            raise InputError(f"meter {s.meter_id!r}: values must be finite and >= 0")
+        if len(values) and (values.min() < 0 or not values.max() <= MAX_VALUE_KWH):
+            raise InputError(f"meter {s.meter_id!r}: values must be finite, >= 0 and <= "
+                             f"{MAX_VALUE_KWH:g} kWh")
         if len(s.timestamps):  # validates meter id, category and interval the consumer's way
             encode_reading(s.meter_id, int(s.timestamps[0]) * 1000, float(values[0]),
                            s.category, interval_s=_interval(s))

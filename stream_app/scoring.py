@@ -1,7 +1,7 @@
 """score_batch: the one scoring pipeline, shared by training calibration, `score` and the worker.
 
 For each reading to score there is one row: the trailing window of every selected size of the
-meter's normalised differenced series, all ending at that reading. Per batch of rows:
+meter's normalised readings, all ending at that reading. Per batch of rows:
 
 1. one ONNX Runtime call per (model, window size) reconstructs the windows;
 2. one DTW call per window size gives the reconstruction error of every (window, model) pair;
@@ -97,10 +97,10 @@ class Detector:
         self._scale = np.asarray(stats["scale"], dtype=np.float64)
         self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
-    def windows_from_diffs(self, diffs: np.ndarray) -> dict[int, np.ndarray]:
-        """Rows of trailing windows from (n, max_window) normalised differences."""
-        diffs = np.asarray(diffs, dtype=np.float32)
-        return {w: np.ascontiguousarray(diffs[:, -w:]) for w in self.bundle.window_sizes}
+    def trailing_windows(self, rows: np.ndarray) -> dict[int, np.ndarray]:
+        """Window of every size ending at each row's last reading, from (n, max_window) rows."""
+        rows = np.asarray(rows, dtype=np.float32)
+        return {w: np.ascontiguousarray(rows[:, -w:]) for w in self.bundle.window_sizes}
 
     def errors(self, windows: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
         return reconstruction_errors(self.reconstructor, self.bundle.models, windows,
@@ -128,7 +128,5 @@ class Detector:
         self, model_window: tuple[str, int], row: int, scores: BatchScores,
         actual: np.ndarray, normaliser,
     ) -> np.ndarray:
-        """What the model expected for the window's readings: previous actual + expected step."""
-        recon = scores.reconstructions[model_window][row]
-        steps = normaliser.invert(recon)
-        return np.maximum(actual[:-1] + steps, 0.0)
+        """What the model expected for the window's readings (kWh): its reconstruction."""
+        return np.maximum(normaliser.invert(scores.reconstructions[model_window][row]), 0.0)

@@ -39,8 +39,8 @@ class BatchResult:
 class _Row:
     index: int
     reading: Reading
-    values: np.ndarray  # the last max_window + 1 readings (kWh)
-    diffs: np.ndarray  # normalised differences
+    values: np.ndarray  # the last max_window readings (kWh)
+    window: np.ndarray  # the same, normalised
 
 
 class StreamScorer:
@@ -90,7 +90,7 @@ class StreamScorer:
                 result.outcomes["warming_up"] += 1
             else:
                 rows.append(_Row(index, reading, np.asarray(history.values),
-                                 history.normalised_diffs()))
+                                 history.normalised_window()))
                 result.outcomes["scored"] += 1
         if rows:
             started = time.perf_counter()
@@ -106,7 +106,7 @@ class StreamScorer:
 
     def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int) -> None:
         detector = self.detector
-        windows = detector.windows_from_diffs(np.stack([r.diffs for r in rows]))
+        windows = detector.trailing_windows(np.stack([r.window for r in rows]))
         scores = detector.score_batch(windows, [r.reading.category for r in rows])
         for k, row in enumerate(rows):
             flagged = bool(scores.flagged[k])
@@ -121,7 +121,7 @@ class StreamScorer:
         feature = int(scores.reason_feature[k])
         model, window = detector.feature_order[feature].split("/")
         w = int(window)
-        actual = row.values[-(w + 1):]
+        actual = row.values[-w:]
         normaliser = histories[row.reading.meter_id].normaliser
         expected = detector.expected_readings((model, w), k, scores, actual, normaliser)
         errors = {f.replace("/", "@"): round(float(scores.errors[k, i]), 6)
@@ -132,7 +132,7 @@ class StreamScorer:
             zscore=round(float(scores.z[k]), 4), threshold=float(scores.limit[k]),
             if_score=round(float(scores.score[k]), 6), dtw_error=errors,
             expected=tuple(round(float(x), 4) for x in expected),
-            actual=tuple(round(float(x), 4) for x in actual[1:]),
+            actual=tuple(round(float(x), 4) for x in actual),
             site=reading.site, company=reading.company, interval_s=reading.interval_s,
             reason=detector.reason_text(feature, float(scores.excess[k])),
         )

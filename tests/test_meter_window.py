@@ -18,19 +18,19 @@ def feed(h: MeterHistory, values, start=0):
     return [h.push(start + i * IV, v) for i, v in enumerate(values)]
 
 
-def test_ready_after_max_window_plus_one_readings():
+def test_ready_after_max_window_readings():
     h = history()
-    feed(h, [1.0, 2.0, 3.0, 4.0])
+    feed(h, [1.0, 2.0, 3.0])
     assert not h.ready
-    feed(h, [5.0], start=4 * IV)
+    feed(h, [4.0], start=3 * IV)
     assert h.ready
-    np.testing.assert_array_equal(h.normalised_diffs(), np.ones(4, dtype=np.float32))
+    np.testing.assert_array_equal(h.normalised_window(), np.arange(1, 5, dtype=np.float32))
 
 
 def test_keeps_only_max_window_plus_one_values():
     h = history()
     feed(h, np.arange(20.0))
-    assert h.values == [15.0, 16.0, 17.0, 18.0, 19.0]
+    assert h.values == [16.0, 17.0, 18.0, 19.0]
 
 
 def test_duplicate_dropped_conflicting_rejected():
@@ -44,14 +44,14 @@ def test_duplicate_dropped_conflicting_rejected():
 
 def test_short_gap_interpolated_and_late_reading_replaces_fill():
     h = history()
-    feed(h, [0.0, 1.0])
-    result = h.push(4 * IV, 4.0)  # readings at 2*IV and 3*IV missing
-    assert result.status == "ok" and result.gap_readings == 2
-    assert h.values == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert h.filled == [False, False, True, True, False]
+    feed(h, [0.0])
+    result = h.push(4 * IV, 4.0)  # readings at 1, 2 and 3 intervals missing
+    assert result.status == "ok" and result.gap_readings == 3
+    assert h.values == [1.0, 2.0, 3.0, 4.0]
+    assert h.filled == [True, True, True, False]
     late = h.push(2 * IV, 2.5)
     assert late.status == "late_applied"
-    assert h.values[2] == 2.5 and not h.filled[2]
+    assert h.values[1] == 2.5 and not h.filled[1]
 
 
 def test_late_beyond_tolerance_rejected():
@@ -83,7 +83,7 @@ def test_unknown_meter_warms_up_then_fits_normaliser():
     values = 10 + rng.normal(0, 1, 12)
     feed(h, values)
     assert h.normaliser is not None
-    expected = Normaliser.fit(np.diff(values[:11]))
+    expected = Normaliser.fit(values[:10])
     assert h.normaliser == expected
     assert h.ready
 
@@ -95,7 +95,7 @@ def test_state_round_trip_keeps_behaviour():
     assert clone.to_dict() == h.to_dict()
     for x in (h, clone):
         feed(x, [5.0, 7.0], start=3 * IV)
-    np.testing.assert_array_equal(h.normalised_diffs(), clone.normalised_diffs())
+    np.testing.assert_array_equal(h.normalised_window(), clone.normalised_window())
 
 
 @pytest.mark.parametrize("bad", [-IV * 10])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,8 +15,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from stream_app.errors import InputError
 from stream_app.records import Reading, decode_reading
-from stream_app.replay import ReplayStats, _merged, _TokenBucket, replay, topic_for
-from stream_app.series_io import MeterSeries
+from stream_app.replay import (
+    PRODUCER_TUNING,
+    DeliveryError,
+    ReplayStats,
+    _merged,
+    _TokenBucket,
+    replay,
+    topic_for,
+)
+from stream_app.series_io import MeterSeries, write_rows_csv
 from stream_app.settings import KafkaSettings
 
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
@@ -100,6 +113,16 @@ def test_pacing_and_data_are_checked_before_sending():
         replay(bad, kafka=settings, backfill=True)
 
 
+def test_failed_deliveries_are_counted_and_raised(monkeypatch):
+    """Nobody listens on port 1: every reading times out, and the replay says so, with counts."""
+    monkeypatch.setitem(PRODUCER_TUNING, "message.timeout.ms", 1000)
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    with pytest.raises(DeliveryError, match="30 reading.s. were not delivered") as info:
+        replay(_series(10), kafka=settings, backfill=True, progress=False, create=False)
+    assert (info.value.stats.sent, info.value.stats.failed) == (0, 30)
+    assert "timed out" in info.value.stats.first_error.lower()
+
+
 @pytest.mark.kafka
 def test_backfill_to_per_meter_topics_round_trips(kafka_broker, unique_name):
     series = _series()
@@ -159,3 +182,44 @@ def test_speed_follows_the_series_clock(kafka_broker, unique_name):
                    progress=False)
     assert stats.sent == 10
     assert stats.seconds >= 0.9 * 0.8
+
+
+@pytest.mark.kafka
+def test_ctrl_c_stops_after_flushing(kafka_broker, unique_name, tmp_path):
+    """SIGINT mid-replay: exit 130, and every reading it reports as sent is on the topic."""
+    n = 2000
+    path = tmp_path / "slow.csv"
+    write_rows_csv(path, ["timestamp", "meter_id", "category", "value"],
+                   ([T0 + 900 * i, "slow", "general", 1.0] for i in range(n)))
+    topic = unique_name("rp-int")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+           "MW_BROKER_KIND": kafka_broker.kind}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_app.cli", "replay", "--input", str(path), "--rate", "200",
+         "--topic", topic, "--no-progress"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _count(kafka_broker, topic) < 50:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    sent = int(re.search(r"replayed (\d+) readings", out).group(1))
+    assert 50 <= sent < n and "interrupted" in out
+    assert len(_consume(kafka_broker, [topic], sent, timeout=10)) == sent
+
+
+def _count(broker, topic: str) -> int:
+    """Messages on `topic` so far (sum of high watermarks; 0 before it exists)."""
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic})
+    try:
+        meta = consumer.list_topics(timeout=5).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                   for p in meta.partitions)
+    finally:
+        consumer.close()

@@ -1,7 +1,8 @@
 """train_bundle: from meter series to a verified model bundle, top to bottom.
 
 1. window sizes: dominant periods of the differenced series (FFT), unless given;
-2. per meter: normalisation of the differenced series from its own statistics;
+2. per meter: normalisation of its readings from its own statistics (the autoencoders see
+   normalised readings; see stream_app.preprocessing.Normaliser for why not differences);
 3. windows split by time: the first 80 % of each meter's series trains, the last 20 % validates;
    windows touching a labelled anomaly are left out (autoencoders learn normal shapes only);
 4. one autoencoder per (model kind, window size), exported to ONNX with a parity check;
@@ -27,7 +28,7 @@ from stream_app.errors import InputError
 from stream_app.inference import Reconstructor
 from stream_app.isolation_forest import ForestScorer
 from stream_app.model_bundle import FOREST_FILE, Bundle, BundleLayout, onnx_name, write_manifest
-from stream_app.preprocessing import Normaliser, difference, dominant_periods, sliding_windows
+from stream_app.preprocessing import Normaliser, dominant_periods, sliding_windows
 from stream_app.profiles import Profile
 from stream_app.scoring import Detector, forest_features, reconstruction_errors
 from stream_app.series_io import MeterSeries
@@ -60,27 +61,25 @@ class TrainOptions:
 class _Meter:
     series: MeterSeries
     normaliser: Normaliser
-    diffs: np.ndarray  # normalised differences, float32
-    good: np.ndarray  # bool per difference: False where it touches a labelled anomaly
-    split: int  # differences before this index train, from it validate
+    values: np.ndarray  # normalised readings, float32
+    good: np.ndarray  # bool per reading: False where labelled anomalous
+    split: int  # readings before this index train, from it validate
 
 
 def _prepare(series: list[MeterSeries], max_window: int) -> list[_Meter]:
     meters = []
     for s in series:
-        raw = difference(s.values)
-        normaliser = Normaliser.fit(raw)
-        good = np.ones(len(raw), dtype=bool)
+        normaliser = Normaliser.fit(s.values)
+        good = np.ones(len(s.values), dtype=bool)
         if s.labels is not None:
-            bad = s.labels.astype(bool)
-            good = ~(bad[1:] | bad[:-1])
-        split = int(len(raw) * (1 - VALIDATION_SHARE))
-        if split < max_window * 2 or len(raw) - split < max_window * 2:
+            good = ~s.labels.astype(bool)
+        split = int(len(s.values) * (1 - VALIDATION_SHARE))
+        if split < max_window * 2 or len(s.values) - split < max_window * 2:
             raise InputError(
                 f"meter {s.meter_id}: {len(s.values)} readings are too few for window "
                 f"{max_window} (need at least {max_window * 10})"
             )
-        meters.append(_Meter(s, normaliser, normaliser.apply(raw), good, split))
+        meters.append(_Meter(s, normaliser, normaliser.apply(s.values), good, split))
     return meters
 
 
@@ -88,10 +87,10 @@ def _windows(meters: list[_Meter], size: int, part: str, hop: int) -> np.ndarray
     """Normal windows of one size from the train or validation part of every meter."""
     out = []
     for m in meters:
-        lo, hi = (0, m.split) if part == "train" else (m.split, len(m.diffs))
+        lo, hi = (0, m.split) if part == "train" else (m.split, len(m.values))
         if hi - lo < size:
             continue
-        win = sliding_windows(m.diffs[lo:hi], size, hop)
+        win = sliding_windows(m.values[lo:hi], size, hop)
         ok = sliding_windows(m.good[lo:hi].astype(np.float32), size, hop).min(axis=1) > 0
         out.append(win[ok])
     return np.concatenate(out).astype(np.float32)
@@ -157,8 +156,8 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     def rows(part: str, cap: int) -> np.ndarray:
         return _limit_rows(_windows(meters, max_w, part, 1), cap, rng)
 
-    def errors_of(diff_rows: np.ndarray) -> np.ndarray:
-        windows = {w: np.ascontiguousarray(diff_rows[:, -w:]) for w in sizes}
+    def errors_of(rows_: np.ndarray) -> np.ndarray:
+        windows = {w: np.ascontiguousarray(rows_[:, -w:]) for w in sizes}
         return reconstruction_errors(reconstructor, layout.models, windows, options.band, True)[0]
 
     train_rows, val_rows = rows("train", MAX_FEATURE_ROWS), rows("val", MAX_FEATURE_ROWS // 2)
@@ -206,7 +205,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         "feature_stats": {"median": median.tolist(), "scale": scale.tolist()},
         "dtw": {"band": options.band, "normalise": True},
         "normalisation": {
-            "default": Normaliser.fit(np.concatenate([difference(m.series.values) for m in meters]))
+            "default": Normaliser.fit(np.concatenate([m.series.values for m in meters]))
             .to_dict(),
             "meters": {m.series.meter_id: m.normaliser.to_dict() for m in meters},
         },
