@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,10 @@ def run_demo(meters: int = 8, days: int = 10, speed: float = 2000.0, seed: int =
     model_dir = Path(model_dir or DEFAULT_BUNDLE)
     series, events = simulate_with_events("metal", meters, days, seed=seed,
                                           anomalies_per_meter=1.5)
+    # meters the bundle has never seen: each warms up (fits its normalisation) before scoring
+    for s in series:
+        s.meter_id = f"plant-{s.meter_id}"
+    events = [replace(e, meter_id=f"plant-{e.meter_id}") for e in events]
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"meterwatch-demo-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "worker.log"

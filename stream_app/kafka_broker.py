@@ -196,7 +196,8 @@ class ApacheKafkaBroker(ProcessBroker):
             check=False,
         )
         if done.returncode != 0:
-            raise BrokerUnavailable(f"formatting the KRaft log failed:\n{done.stdout[-2000:]}")
+            output = (done.stdout + done.stderr)[-2000:]
+            raise BrokerUnavailable(f"formatting the KRaft log failed:\n{output}")
 
     def restart(self) -> None:
         """Stop cleanly and start again on the same ports with the same log."""
