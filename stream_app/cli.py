@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="broker + worker + simulated factory meters, live alerts")
     p.add_argument("--meters", type=_positive_int, default=8)
     p.add_argument("--days", type=_positive_int, default=10)
-    p.add_argument("--speed", type=float, default=2000.0, help="readings per second to send")
+    p.add_argument("--speed", type=float, default=1000.0, help="readings per second to send")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
     p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE)

@@ -103,7 +103,7 @@ def _alert_line(a: dict) -> str:
             f"at {a['window_end']}  z={a['zscore']:.1f} > {a['threshold']:.1f}  {a['reason']}")
 
 
-def run_demo(meters: int = 8, days: int = 10, speed: float = 2000.0, seed: int = 7,
+def run_demo(meters: int = 8, days: int = 10, speed: float = 1000.0, seed: int = 7,
              broker_kind: str = "tansu", model_dir: Path | None = None) -> int:
     from stream_app.cli import DEFAULT_BUNDLE
 
