@@ -79,6 +79,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    try:
+        from training.pipeline import TrainOptions
+        from training.sweep import DEFAULT_EPSILONS, epsilon_sweep
+        from training.train import TrainConfig
+    except ImportError as exc:
+        raise MeterwatchError(f"sweep needs the train extra ({exc.name} is missing)") from None
+    from stream_app.profiles import load_profile
+
+    eps = tuple(float(e) for e in args.epsilons.split(",")) if args.epsilons else DEFAULT_EPSILONS
+    windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else None
+    options = TrainOptions(window_sizes=windows, seed=args.seed, name="sweep", version="1",
+                           train=TrainConfig(epochs=args.epochs, seed=args.seed,
+                                             max_train_windows=args.max_train_windows))
+    results = epsilon_sweep(_read(args), Path(args.out), load_profile(args.profile), options, eps)
+    print((Path(args.out) / "sweep.md").read_text())
+    print(f"wrote {args.out}/sweep.csv, sweep.md and sweep.png ({len(results)} epsilons)")
+    return 0
+
+
 def cmd_score(args) -> int:
     from stream_app.model_bundle import Bundle
     from stream_app.offline import score_series
@@ -168,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     _csv_columns(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("sweep", help="F1 vs MI-FGSM epsilon: table and plot")
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--profile", default="chemical")
+    p.add_argument("--epsilons", help="comma-separated (default 0 ... 1.0)")
+    p.add_argument("--windows", help="comma-separated window sizes (default: FFT)")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--max-train-windows", type=_positive_int, default=6_000)
+    p.add_argument("--seed", type=int, default=0)
+    _csv_columns(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("simulate", help="write simulated meters with labelled anomalies")
     p.add_argument("--profile", default="metal")

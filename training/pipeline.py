@@ -121,7 +121,9 @@ def _best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float,
 
 
 def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
-                 options: TrainOptions) -> Bundle:
+                 options: TrainOptions, keep: dict | None = None) -> Bundle:
+    """Train, export, calibrate and verify a bundle in `out`. `keep`, when given, receives the
+    torch models by (kind, window) and the normal validation rows (for the epsilon sweep)."""
     started = time.perf_counter()
     rng = np.random.default_rng(options.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -239,4 +241,6 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         "audit": [],
     }
     write_manifest(out, manifest)
+    if keep is not None:
+        keep.update(models=models, val_rows=val_rows, train_rows=train_rows)
     return Bundle.load(out)
