@@ -86,8 +86,9 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                          key_serializer="raw", value_serializer="raw")
     alerts = app.topic(worker.alerts_topic, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(worker.dlq_topic, key_serializer="raw", value_serializer="raw")
-    # keys and values are bytes: the app's raw serializers apply
-    table = app.Table(STATE_TABLE, default=None, partitions=worker.partitions)
+    # keys and values are bytes (JSON we encode ourselves): the changelog stores them raw
+    table = app.Table(STATE_TABLE, default=None, partitions=worker.partitions,
+                      key_type=bytes, value_type=bytes)
     scorer = StreamScorer(detector)
     last_offsets: dict = {}
 

@@ -175,7 +175,20 @@ def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_goes_on(run, sim_
     assert metric(port, "meterwatch_readings_in_total") == len(bad) + len(valid)
 
 
-def test_two_workers_split_the_partitions_and_a_killed_ones_move(run, sim_series):
+def _messages(run, series, rows):
+    out = []
+    for i in rows:
+        for s in series:
+            key, value = encode_reading(s.meter_id, int(s.timestamps[i]) * 1000,
+                                        float(s.values[i]), s.category)
+            out.append((run.topic(s.meter_id), key, value))
+    return out
+
+
+def test_killed_workers_partitions_move_with_their_state(run, sim_series, tiny_bundle):
+    """Two workers split the partitions; one is SIGKILLed; the survivor takes its partitions,
+    restores the meters' history from the changelog and raises every alert `score` raises
+    (at-least-once: a repeat carries the same alert_id)."""
     series = sim_series[0][:4]
     create_topics(run.broker.bootstrap, [run.topic(s.meter_id) for s in series], 4)
     run.env["MW_SESSION_TIMEOUT_S"] = "6"
@@ -190,6 +203,23 @@ def test_two_workers_split_the_partitions_and_a_killed_ones_move(run, sim_series
     wait_for(lambda: assigned(port_a) and assigned(port_b)
              and len(assigned(port_a) | assigned(port_b)) == 4, 90, "a 2-worker assignment")
     assert not assigned(port_a) & assigned(port_b)
+    n = len(series[0].values)
+    first = _messages(run, series, range(n // 2))
+    run.produce(first)
+    processed = lambda: (metric(port_a, "meterwatch_readings_outcome_total")  # noqa: E731
+                         + metric(port_b, "meterwatch_readings_outcome_total"))
+    wait_for(lambda: processed() >= len(first), 120, "the first half to be processed")
+    time.sleep(4)  # let offsets and changelog writes be committed
     os.kill(proc_a.pid, signal.SIGKILL)
     proc_a.wait()
+    started = time.monotonic()
     wait_for(lambda: len(assigned(port_b)) == 4, 90, "the survivor to take every partition")
+    print(f"\ntakeover after SIGKILL: {time.monotonic() - started:.1f} s")
+    second = _messages(run, series, range(n // 2, n))
+    run.produce(second)
+    expected = expected_alerts(tiny_bundle, series)
+    alerts = run.consume(run.env["MW_ALERTS_TOPIC"],
+                         lambda got: expected <= {(a["alert_id"], a["status"]) for a in got},
+                         timeout=150)
+    got = {(a["alert_id"], a["status"]) for a in alerts if a["status"] != "update"}
+    assert got == expected
