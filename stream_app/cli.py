@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module, name, help_text in (
         ("stream_app.replay", "replay", "produce a CSV's readings to the per-meter topics"),
         ("stream_app.greenbutton", "import-greenbutton", "import a Green Button file"),
+        ("stream_app.evaluate", "evaluate", "detection metrics of a bundle on a labelled CSV"),
     ):
         try:
             mod = __import__(module, fromlist=["x"])
@@ -240,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "replay":
             mod.add_replay_arguments(p)
             p.set_defaults(func=mod.run_replay)
+        elif name == "evaluate":
+            mod.add_evaluate_arguments(p)
+            p.set_defaults(func=mod.run_evaluate)
         else:
             mod.add_import_arguments(p)
             p.set_defaults(func=mod.run_import)

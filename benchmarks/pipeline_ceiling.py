@@ -1,0 +1,162 @@
+"""How close the full `score_batch` comes to its inference-only ceiling, per core.
+
+    python -m benchmarks.pipeline_ceiling [--quick] [--no-write]
+
+Why: inference is the pipeline's unavoidable cost; everything after it (DTW, the Isolation
+Forest, the decision) should add little. With the shipped bundle (onnx_models/default) and a
+Detector with one ONNX thread (and one Numba thread), the same rows are scored two ways:
+
+- ceiling: only the ONNX calls score_batch makes, one `reconstruct` per (model, window size);
+- full: `Detector.score_batch` (inference + DTW + Isolation Forest + z-score limits).
+
+Rows are the trailing windows (max window) ending at each reading of a simulated metal-profile
+meter, normalised with the bundle's default normalisation: 2048 rows (--quick: 1024), scored in
+batches of B = 32, 128, 256 and 512. Each figure is the best of several passes over all rows,
+ceiling and full passes alternating so both see the same load. To say what limits the ratio, the
+full pass's time is split into inference and DTW (the Detector's own timings), the forest
+(`forest.score` timed alone on the same features) and the rest. The table is appended, with a
+date header, to docs/BENCHMARKS.md unless --no-write. The last line printed is
+`pipeline_fraction_of_inference_ceiling: <full rows/s / ceiling rows/s at B=256>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import onnxruntime as ort
+
+from stream_app.model_bundle import Bundle
+from stream_app.preprocessing import Normaliser
+from stream_app.scoring import Detector, forest_features
+from stream_app.simulator import simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "onnx_models" / "default"
+DOCS = ROOT / "docs" / "BENCHMARKS.md"
+BATCHES = (32, 128, 256, 512)
+
+
+def _rows(bundle: Bundle, n: int) -> tuple[np.ndarray, list[str]]:
+    """(n, max_window) normalised trailing windows of one simulated meter, and its category."""
+    days = -(-(n + bundle.max_window) // 96) + 1
+    series = simulate(bundle.manifest["profile"], meters=1, days=days, seed=7)[0]
+    norm = Normaliser.from_dict(bundle.manifest["normalisation"]["default"])
+    z = norm.apply(series.values)
+    w = bundle.max_window
+    rows = np.lib.stride_tricks.sliding_window_view(z, w)[:n]
+    return np.ascontiguousarray(rows), [series.category] * n
+
+
+def _measure(det: Detector, rows: np.ndarray, cats: list[str], batch: int, passes: int) -> dict:
+    chunks = [(det.trailing_windows(rows[k:k + batch]), cats[k:k + batch])
+              for k in range(0, len(rows), batch)]
+    rec, models = det.reconstructor, det.bundle.models
+    median = np.asarray(det.bundle.manifest["feature_stats"]["median"], dtype=np.float64)
+
+    def ceiling():
+        for windows, _ in chunks:
+            for w, x in windows.items():
+                for m in models:
+                    rec.reconstruct(m, w, x)
+
+    stages = {}
+
+    def full():
+        spent = {"inference": 0.0, "dtw": 0.0, "forest": 0.0}
+        for windows, c in chunks:
+            scores = det.score_batch(windows, c)
+            spent["inference"] += det.timings["inference"]
+            spent["dtw"] += det.timings["dtw"]
+            feats = forest_features(det.features(scores.errors), median)
+            started = time.perf_counter()
+            det.bundle.forest.score(feats)
+            spent["forest"] += time.perf_counter() - started
+        return spent
+
+    ceiling()
+    full()  # warm-up
+    best_c = best_f = float("inf")
+    for _ in range(passes):
+        started = time.perf_counter()
+        ceiling()
+        best_c = min(best_c, time.perf_counter() - started)
+        # the extra forest.score inside full() is timed but excluded from the full pass's time
+        started = time.perf_counter()
+        spent = full()
+        elapsed = time.perf_counter() - started - spent["forest"]
+        if elapsed < best_f:
+            best_f, stages = elapsed, spent
+    n = len(rows)
+    rest = best_f - stages["inference"] - stages["dtw"] - stages["forest"]
+    return {"batch": batch, "ceiling": n / best_c, "full": n / best_f,
+            **{k: v / best_f for k, v in stages.items()}, "rest": rest / best_f}
+
+
+def _table(results: list[dict]) -> list[str]:
+    lines = [
+        ("| B | inference-only rows/s | score_batch rows/s | full / ceiling "
+         "| inference | DTW | forest | rest |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['batch']} | {r['ceiling']:,.0f} | {r['full']:,.0f} "
+            f"| {r['full'] / r['ceiling']:.2f} | {r['inference']:.0%} | {r['dtw']:.0%} "
+            f"| {r['forest']:.0%} | {r['rest']:.0%} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows and passes, under a minute")
+    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    numba.set_num_threads(1)
+    bundle = Bundle.load(BUNDLE)
+    det = Detector(bundle, threads=1)
+    rows, cats = _rows(bundle, 1024 if args.quick else 2048)
+    passes = 3 if args.quick else 5
+    results = [_measure(det, rows, cats, batch, passes) for batch in BATCHES]
+    header = (
+        f"## Scoring pipeline vs its inference-only ceiling, one core "
+        f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
+    )
+    about = (
+        f"{platform.machine()} `{_cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
+        f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
+        f"{ort.__version__}, numba {numba.__version__}. Bundle `{bundle.version}` (windows "
+        f"{'/'.join(map(str, bundle.window_sizes))}, models {', '.join(bundle.models)}), "
+        f"{len(rows)} rows of a simulated {bundle.manifest['profile']} meter, Detector with 1 ONNX "
+        "and 1 Numba thread, best of several passes. Stage columns: share of the full pass's time; rest is the remainder (timing "
+        "noise can make it slightly negative)."
+    )
+    lines = [header, "", about, "", *_table(results), ""]
+    print("\n".join(lines))
+    if not args.no_write:
+        DOCS.parent.mkdir(exist_ok=True)
+        with open(DOCS, "a", encoding="utf-8") as fh:
+            fh.write("\n" + "\n".join(lines))
+    key = next(r for r in results if r["batch"] == 256)
+    print(f"pipeline_fraction_of_inference_ceiling: {key['full'] / key['ceiling']:.2f}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
