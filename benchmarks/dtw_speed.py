@@ -24,15 +24,14 @@ import datetime as dt
 import os
 import platform
 import time
-from pathlib import Path
 
 import numba
 import numpy as np
 
+from benchmarks.report import cpu_name, publish
 from stream_app.dtw import dtw_batch
 
 SIZES = (16, 24, 96)
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 
 
 def _best_rate(fn, pairs: int, repeats: int) -> float:
@@ -117,29 +116,16 @@ def main(argv: list[str] | None = None) -> None:
         f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
     )
     about = (
-        f"{platform.machine()} `{_cpu_name()}`, {os.cpu_count()} logical CPUs; numba "
+        f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs; numba "
         f"{numba.__version__}, dtaidistance {dtaidistance.__version__}, numpy {np.__version__}. "
         "distance_matrix_fast computes the full m x m block between X and Y (it cannot be limited "
         "to the n matching pairs); its pairs/s counts all pairs it computed."
     )
     lines = [header, "", about, "", *_table(rows), ""]
-    print("\n".join(lines))
-    if not args.no_write:
-        DOCS.parent.mkdir(exist_ok=True)
-        existing = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-        DOCS.write_text(existing.rstrip("\n") + "\n\n" + "\n".join(lines), encoding="utf-8")
+    publish(lines, not args.no_write)
     key = next(r for r in rows if r["size"] == 96 and r["band"] is None)
     print(f"dtw_speedup_vs_dtaidistance: {key['ours'] / key['per_pair']:.1f}")
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -34,13 +34,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from benchmarks.report import cpu_name, publish
 from stream_app.inference import CPU, Reconstructor
 from stream_app.model_bundle import BundleLayout, onnx_name
 from training.export import export_onnx
 from training.models import build_model
 
 MODELS = ("cnn_gru", "lstm")
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 
 
 def _best_rate(fn, batch: int, block_s: float) -> float:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
     )
     about = (
-        f"{platform.machine()} `{_cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
+        f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
         f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
         f"{ort.__version__}, torch {torch.__version__}. Same freshly built weights (default "
         "configs) in both engines; ONNX via the production `Reconstructor` (CPU, 1 intra-op "
@@ -154,23 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     lines = [header, "", about, "", *_table(rows), "",
              "Context: ONNX Runtime with two intra-op threads at batch 256.", "",
              *_context_table(context), ""]
-    print("\n".join(lines))
-    if not args.no_write:
-        DOCS.parent.mkdir(exist_ok=True)
-        with open(DOCS, "a", encoding="utf-8") as fh:
-            fh.write("\n" + "\n".join(lines))
+    publish(lines, not args.no_write)
     key = [r["onnx"] / r["torch"] for r in rows if r["window"] == 96 and r["batch"] == 32]
     print(f"onnx_speedup_vs_torch: {math.exp(np.mean(np.log(key))):.2f}")
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numba
 import numpy as np
 import onnxruntime as ort
 
+from benchmarks.report import cpu_name, publish
 from stream_app.model_bundle import Bundle
 from stream_app.preprocessing import Normaliser
 from stream_app.scoring import Detector, forest_features
@@ -39,7 +40,6 @@ from stream_app.simulator import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "onnx_models" / "default"
-DOCS = ROOT / "docs" / "BENCHMARKS.md"
 BATCHES = (32, 128, 256, 512)
 
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
     )
     about = (
-        f"{platform.machine()} `{_cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
+        f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
         f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
         f"{ort.__version__}, numba {numba.__version__}. Bundle `{bundle.version}` (windows "
         f"{'/'.join(map(str, bundle.window_sizes))}, models {', '.join(bundle.models)}), "
@@ -139,23 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         "noise can make it slightly negative)."
     )
     lines = [header, "", about, "", *_table(results), ""]
-    print("\n".join(lines))
-    if not args.no_write:
-        DOCS.parent.mkdir(exist_ok=True)
-        with open(DOCS, "a", encoding="utf-8") as fh:
-            fh.write("\n" + "\n".join(lines))
+    publish(lines, not args.no_write)
     key = next(r for r in results if r["batch"] == 256)
     print(f"pipeline_fraction_of_inference_ceiling: {key['full'] / key['ceiling']:.2f}")
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":
