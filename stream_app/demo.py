@@ -23,8 +23,8 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from tqdm import tqdm
 
-from stream_app.errors import MeterwatchError
 from stream_app.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.errors import MeterwatchError
 from stream_app.records import encode_reading
 from stream_app.simulator import simulate_with_events
 

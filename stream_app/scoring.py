@@ -16,8 +16,8 @@ feature whose error is furthest above its typical value on normal training data.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np

@@ -162,9 +162,9 @@ def sim_series():
 def tiny_bundle(tmp_path_factory, sim_series):
     """A small bundle trained in seconds: both models, windows 24 and 16."""
     pytest.importorskip("torch")
+    from stream_app.profiles import load_profile
     from training.pipeline import TrainOptions, train_bundle
     from training.train import TrainConfig
-    from stream_app.profiles import load_profile
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     options = TrainOptions(window_sizes=(24, 16), name="tiny", version="1",

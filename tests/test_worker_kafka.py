@@ -206,7 +206,7 @@ def test_killed_workers_partitions_move_with_their_state(run, sim_series, tiny_b
     n = len(series[0].values)
     first = _messages(run, series, range(n // 2))
     run.produce(first)
-    processed = lambda: (metric(port_a, "meterwatch_readings_outcome_total")  # noqa: E731
+    processed = lambda: (metric(port_a, "meterwatch_readings_outcome_total")
                          + metric(port_b, "meterwatch_readings_outcome_total"))
     wait_for(lambda: processed() >= len(first), 120, "the first half to be processed")
     time.sleep(4)  # let offsets and changelog writes be committed
