@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -132,7 +133,7 @@ def cmd_score(args) -> int:
 
 
 def _fmt(x: float) -> str:
-    return "" if x != x else f"{x:.6f}"
+    return "" if math.isnan(x) else f"{x:.6f}"
 
 
 def cmd_simulate(args) -> int:

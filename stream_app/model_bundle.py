@@ -47,7 +47,7 @@ _SCHEMA: dict[str, Any] = {
     "normalisation": {"default": _NORM, "meters": {"*": _NORM}},
     "warmup_readings": int,
     "decision": {"score_mean": float, "score_std": float, "limits": {"*": float},
-                 "base_limit": float, "calibration": str},
+                 "base_limit": float, "calibration": str, "category_stats": {"*": _NORM}},
     "files": {"*": _FILE_ENTRY},
     "training": dict,
     "attribution": (str, type(None)),
@@ -167,8 +167,10 @@ class Bundle:
             with np.load(path / FOREST_FILE, allow_pickle=False) as arrays:
                 forest = ForestScorer.from_arrays(dict(arrays))
             decision = manifest["decision"]
+            stats = {c: (v["mean"], v["std"])
+                     for c, v in decision.get("category_stats", {}).items()}
             limits = CategoryLimits(decision["limits"], decision["score_mean"],
-                                    decision["score_std"])
+                                    decision["score_std"], stats)
         except (ValueError, OSError, ConfigError) as exc:
             raise BundleError(f"bundle {path} is incompatible: {exc}") from None
         if forest.n_features != len(manifest["feature_order"]):

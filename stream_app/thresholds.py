@@ -65,7 +65,9 @@ class CategoryLimits:
     limits: Mapping[str, float]
     score_mean: float
     score_std: float
-    extra: dict = field(default_factory=dict, compare=False)
+    # per category (mean, std) of the normal score, where training had meters of that category;
+    # meters differ by category far more than within one (an irrigation pump vs a rolling mill)
+    category_stats: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.limits:
@@ -73,11 +75,19 @@ class CategoryLimits:
         for category, limit in self.limits.items():
             if not np.isfinite(limit) or limit <= 0:
                 raise ConfigError(f"limit for category {category!r} must be > 0, got {limit}")
-        if not (np.isfinite(self.score_std) and self.score_std > 0):
-            raise ConfigError(f"score_std must be > 0, got {self.score_std}")
+        stds = [self.score_std] + [std for _, std in self.category_stats.values()]
+        if not all(np.isfinite(std) and std > 0 for std in stds):
+            raise ConfigError(f"score standard deviations must be > 0, got {stds}")
 
-    def zscores(self, scores: np.ndarray) -> np.ndarray:
-        return (np.asarray(scores, dtype=np.float64) - self.score_mean) / self.score_std
+    def zscores(self, scores: np.ndarray, categories=None) -> np.ndarray:
+        """z of each score against the normal scores of its category (else of all meters)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if categories is None or not self.category_stats:
+            return (scores - self.score_mean) / self.score_std
+        stats = [self.category_stats.get(c, (self.score_mean, self.score_std))
+                 for c in categories]
+        mean, std = np.array(stats, dtype=np.float64).reshape(-1, 2).T
+        return (scores - mean) / std
 
     def limit(self, category: str) -> float:
         try:
@@ -92,6 +102,7 @@ class CategoryLimits:
 
     def decide(self, scores: np.ndarray, categories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(z-scores, limits, flags) for scores of readings in the given categories."""
-        z = self.zscores(scores)
-        limits = self.limits_for(list(categories))
+        categories = list(categories)
+        z = self.zscores(scores, categories)
+        limits = self.limits_for(categories)
         return z, limits, z > limits

@@ -94,3 +94,15 @@ def test_unknown_category_is_a_config_error():
 def test_invalid_limits_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         CategoryLimits(**kwargs)
+
+
+def test_category_stats_give_each_category_its_own_normal():
+    from stream_app.thresholds import CategoryLimits
+
+    limits = CategoryLimits({"industrial": 3.0, "agricultural": 1.7}, 0.5, 0.1,
+                            {"agricultural": (0.7, 0.05)})
+    z, lim, flags = limits.decide(np.array([0.79, 0.8]), ["industrial", "agricultural"])
+    np.testing.assert_allclose(z, [2.9, 2.0])  # (0.79-0.5)/0.1 and (0.8-0.7)/0.05
+    np.testing.assert_array_equal(lim, [3.0, 1.7])
+    np.testing.assert_array_equal(flags, [False, True])
+    np.testing.assert_allclose(limits.zscores(np.array([0.8])), [3.0])  # no category: pooled

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from stream_app.preprocessing import Normaliser, dominant_periods, sliding_windo
 from stream_app.profiles import Profile
 from stream_app.scoring import Detector, forest_features, reconstruction_errors
 from stream_app.series_io import MeterSeries
-from stream_app.thresholds import calibrate_limits
+from stream_app.thresholds import CategoryLimits, calibrate_limits
 from training.adversarial import mi_fgsm
 from training.export import export_onnx
 from training.models import build_model, config_dict
@@ -41,13 +41,14 @@ from training.train import TrainConfig, fit_autoencoder
 VALIDATION_SHARE = 0.2
 MAX_FEATURE_ROWS = 20_000  # Isolation Forest rows: plenty for a 1-6 feature forest
 ADVERSARIAL_ROWS = 1_000
+MIN_CATEGORY_ROWS = 200  # fewer normal rows than this: the category uses the pooled statistics
 
 
 @dataclass
 class TrainOptions:
     models: tuple[str, ...] = ("cnn_gru", "lstm")
     window_sizes: tuple[int, ...] | None = None
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = field(default_factory=TrainConfig)
     n_estimators: int = 200
     band: int | None = None
     name: str = "bundle"
@@ -83,16 +84,20 @@ def _prepare(series: list[MeterSeries], max_window: int) -> list[_Meter]:
     return meters
 
 
-def _windows(meters: list[_Meter], size: int, part: str, hop: int) -> np.ndarray:
-    """Normal windows of one size from the train or validation part of every meter."""
+def _windows(meters: list[_Meter], size: int, part: str, hop: int,
+             owners: list | None = None) -> np.ndarray:
+    """Normal windows of one size from the train or validation part of every meter.
+    `owners`, when given, receives the index of the meter of every window."""
     out = []
-    for m in meters:
+    for k, m in enumerate(meters):
         lo, hi = (0, m.split) if part == "train" else (m.split, len(m.values))
         if hi - lo < size:
             continue
         win = sliding_windows(m.values[lo:hi], size, hop)
         ok = sliding_windows(m.good[lo:hi].astype(np.float32), size, hop).min(axis=1) > 0
         out.append(win[ok])
+        if owners is not None:
+            owners.extend([k] * int(ok.sum()))
     return np.concatenate(out).astype(np.float32)
 
 
@@ -155,14 +160,19 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     layout = BundleLayout(out, tuple(options.models), sizes)
     reconstructor = Reconstructor(layout)
 
-    def rows(part: str, cap: int) -> np.ndarray:
-        return _limit_rows(_windows(meters, max_w, part, 1), cap, rng)
+    def rows(part: str, cap: int) -> tuple[np.ndarray, np.ndarray]:
+        owners: list[int] = []
+        windows = _windows(meters, max_w, part, 1, owners)
+        keep = _limit_rows(np.arange(len(windows)), cap, rng)
+        return windows[keep], np.asarray(owners)[keep]
 
     def errors_of(rows_: np.ndarray) -> np.ndarray:
         windows = {w: np.ascontiguousarray(rows_[:, -w:]) for w in sizes}
         return reconstruction_errors(reconstructor, layout.models, windows, options.band, True)[0]
 
-    train_rows, val_rows = rows("train", MAX_FEATURE_ROWS), rows("val", MAX_FEATURE_ROWS // 2)
+    train_rows, _ = rows("train", MAX_FEATURE_ROWS)
+    val_rows, val_owner = rows("val", MAX_FEATURE_ROWS // 2)
+    val_category = np.array([meters[k].series.category for k in val_owner])
     train_feats = Detector.features(errors_of(train_rows))
     val_feats = Detector.features(errors_of(val_rows))
     median = np.median(train_feats, axis=0)
@@ -177,13 +187,20 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
 
     val_scores = forest.score(forest_features(val_feats, median))
     mean, std = float(val_scores.mean()), float(val_scores.std())
+    category_stats = {c: {"mean": float(val_scores[val_category == c].mean()),
+                          "std": max(float(val_scores[val_category == c].std()), 1e-6)}
+                      for c in sorted(set(val_category))
+                      if (val_category == c).sum() >= MIN_CATEGORY_ROWS}
     aug = profile.augmentation
-    adv_src = val_rows[rng.choice(len(val_rows), min(ADVERSARIAL_ROWS, len(val_rows)), False)]
-    adv_rows = mi_fgsm(models[(options.models[0], max_w)], adv_src, epsilon=aug.epsilon,
-                       momentum=aug.momentum, steps=aug.steps, seed=options.seed)
+    adv_index = rng.choice(len(val_rows), min(ADVERSARIAL_ROWS, len(val_rows)), replace=False)
+    adv_rows = mi_fgsm(models[(options.models[0], max_w)], val_rows[adv_index],
+                       epsilon=aug.epsilon, momentum=aug.momentum, steps=aug.steps,
+                       seed=options.seed)
     adv_feats = forest_features(Detector.features(errors_of(adv_rows)), median)
-    z_adv = (forest.score(adv_feats) - mean) / std
-    z_val = (val_scores - mean) / std
+    decision = CategoryLimits({"any": 1.0}, mean, std,
+                              {c: (v["mean"], v["std"]) for c, v in category_stats.items()})
+    z_val = decision.zscores(val_scores, val_category)
+    z_adv = decision.zscores(forest.score(adv_feats), val_category[adv_index])
     best_base, f1_adv = _best_base_limit(z_val, z_adv)
     if profile.explicit_limits is not None:
         limits, calibration = dict(profile.limits), "profile"
@@ -213,7 +230,8 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         },
         "warmup_readings": max(2 * max_w, 192),
         "decision": {"score_mean": mean, "score_std": std, "limits": limits,
-                     "base_limit": base, "calibration": calibration},
+                     "base_limit": base, "calibration": calibration,
+                     "category_stats": category_stats},
         "files": files,
         "training": {
             "command": options.command,
@@ -229,7 +247,9 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
             "metrics": {
                 "history": history,
                 "feature_rows": {"train": len(train_rows), "validation": len(val_rows)},
-                "validation_flag_rate": {c: float((z_val > lim).mean()) for c, lim in limits.items()},
+                "validation_flag_rate": {
+                    c: float((z_val[val_category == c] > lim).mean())
+                    for c, lim in limits.items() if (val_category == c).any()},
                 "adversarial": {"rows": len(adv_rows), "epsilon": aug.epsilon,
                                 "best_base_limit": best_base, "f1_at_best": f1_adv,
                                 "detected_at_limits": {c: float((z_adv > lim).mean())
