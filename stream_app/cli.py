@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import shlex
 import sys
@@ -229,25 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE)
     p.set_defaults(func=cmd_demo)
 
-    for module, name, help_text in (
-        ("stream_app.replay", "replay", "produce a CSV's readings to the per-meter topics"),
-        ("stream_app.greenbutton", "import-greenbutton", "import a Green Button file"),
-        ("stream_app.evaluate", "evaluate", "detection metrics of a bundle on a labelled CSV"),
+    # commands whose module brings add_<stem>_arguments(parser) and run_<stem>(args)
+    for module, name, stem, help_text in (
+        ("replay", "replay", "replay", "produce a CSV's readings to the per-meter topics"),
+        ("greenbutton", "import-greenbutton", "import", "import a Green Button file"),
+        ("evaluate", "evaluate", "evaluate", "detection metrics of a bundle on a labelled CSV"),
+        ("alerts_cli", "alerts", "alerts", "print alerts from the alert topic (table or JSON)"),
+        ("feedback", "feedback", "feedback", "record an operator's verdict on an alert"),
+        ("feedback", "recalibrate", "recalibrate", "move the category limits from feedback"),
     ):
-        try:
-            mod = __import__(module, fromlist=["x"])
-        except ImportError:
-            continue
+        mod = importlib.import_module(f"stream_app.{module}")
         p = sub.add_parser(name, help=help_text)
-        if name == "replay":
-            mod.add_replay_arguments(p)
-            p.set_defaults(func=mod.run_replay)
-        elif name == "evaluate":
-            mod.add_evaluate_arguments(p)
-            p.set_defaults(func=mod.run_evaluate)
-        else:
-            mod.add_import_arguments(p)
-            p.set_defaults(func=mod.run_import)
+        getattr(mod, f"add_{stem}_arguments")(p)
+        p.set_defaults(func=getattr(mod, f"run_{stem}"))
     return parser
 
 
