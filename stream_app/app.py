@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections import deque
+from importlib import resources
 
 import faust
 
@@ -22,12 +24,16 @@ from stream_app.metrics import WorkerMetrics
 from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
 from stream_app.scoring import Detector
 from stream_app.settings import KafkaSettings, WorkerSettings
+from stream_app.silence import SilenceTracker, silence_alert
 from stream_app.stream_scoring import StreamScorer
 
 log = logging.getLogger("meterwatch.worker")
 
 STATE_TABLE = "meter-state"
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
+RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
+RECENT_READINGS = 192  # per meter: two days of 15-min readings around an alert's window
+SILENCE_CHECK_S = 1.0  # how often silent meters are looked for
 
 
 def _tansu_fetch_wait() -> None:
@@ -91,6 +97,11 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                       key_type=bytes, value_type=bytes)
     scorer = StreamScorer(detector)
     last_offsets: dict = {}
+    # live page (GET / and /api/...) and silent meters: memory only, this worker's meters
+    recent_alerts: deque = deque(maxlen=RECENT_ALERTS)  # newest first
+    recent_readings: dict[str, deque] = {}  # meter -> (ts ms, kWh)
+    silence = SilenceTracker(worker.silence_factor)
+    meter_partition: dict[str, tuple] = {}  # meter -> (topic, partition) its readings come on
 
     async def dead_letter(raw, reason, message, detail=""):
         metrics.invalid.labels(reason.reason if isinstance(reason, Rejected)
@@ -130,6 +141,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
         for alert in result.alerts:
             await alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
             metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
+            recent_alerts.appendleft(alert.to_dict())
         for event in events:
             metrics.latency.observe(max(0.0, now - event.message.timestamp))  # Faust: seconds
         for outcome, count in result.outcomes.items():
@@ -147,6 +159,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             for event in events:
                 last_offsets[(event.message.topic, event.message.partition)] = event.message.offset
                 batch.append(Reading.from_json(event.value))
+            await observe_arrivals(events, batch)
             try:
                 await apply(events, batch)
             except Exception:
@@ -157,6 +170,43 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                     except Exception as exc:
                         await dead_letter(event.value, f"internal_error:{exc!r}"[:200],
                                           event.message)
+
+    async def send_silence(meter, event) -> None:
+        alert = silence_alert(meter, event, bundle_version=detector.bundle.version,
+                              produced_ms=int(time.time() * 1000))
+        await alerts.send(key=meter.encode(), value=alert.to_json())
+        metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
+        recent_alerts.appendleft(alert.to_dict())
+
+    async def observe_arrivals(events, batch: list[Reading]) -> None:
+        """Arrival times for silence, recent readings for the page; never stops scoring."""
+        try:
+            now = time.time()
+            for event, r in zip(events, batch, strict=True):
+                meter_partition[r.meter_id] = (event.message.topic, event.message.partition)
+                recent_readings.setdefault(r.meter_id, deque(maxlen=RECENT_READINGS)).append(
+                    (r.ts, r.value))
+                back = silence.seen(r.meter_id, now, r.interval_s, ts_ms=r.ts,
+                                    category=r.category, site=r.site, company=r.company)
+                if back is not None:
+                    await send_silence(r.meter_id, back)
+        except Exception:
+            log.exception("silence / live page bookkeeping failed for a batch")
+
+    @app.timer(interval=SILENCE_CHECK_S)
+    async def check_silence():
+        """Meters of this worker's partitions that stopped reporting (stream_app/silence.py).
+        An empty assignment is a rebalance in progress: judge nothing until it settles."""
+        assigned = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        if not assigned:
+            return
+        lost = [m for m, tp in meter_partition.items() if tp not in assigned]
+        silence.forget(lost)
+        for meter in lost:
+            meter_partition.pop(meter, None)
+            recent_readings.pop(meter, None)
+        for meter, event in silence.check(time.time()):
+            await send_silence(meter, event)
 
     @app.timer(interval=TOPIC_REFRESH_S)
     async def discover_topics():
@@ -197,9 +247,33 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             "broker_kind": kafka.broker_kind,
         })
 
+    @app.page("/")
+    async def alerts_page(web, request):
+        return web.html(_web_file("index.html"))
+
+    @app.page("/web/app.js")
+    async def alerts_script(web, request):
+        return web.bytes(_web_file("app.js").encode(), content_type="text/javascript")
+
+    @app.page("/api/alerts")
+    async def alerts_json(web, request):
+        return web.json({"alerts": list(recent_alerts), "bundle": detector.bundle.version,
+                         "silent_meters": silence.silent_meters()})
+
+    @app.page("/api/readings")
+    async def readings_json(web, request):
+        meter = request.query.get("meter", "")
+        return web.json({"meter_id": meter,
+                         "readings": [list(p) for p in recent_readings.get(meter, ())]})
+
     app.meterwatch = {"metrics": metrics, "scorer": scorer, "table": table,
                       "topics": {"alerts": alerts, "dlq": dlq, "readings": readings}}
     return app
+
+
+def _web_file(name: str) -> str:
+    """A file of the live alert page (package data: stream_app/web/)."""
+    return (resources.files("stream_app") / "web" / name).read_text(encoding="utf-8")
 
 
 class _current:

@@ -324,6 +324,8 @@ class WorkerSettings:
     )
     # Kafka's default.
     max_message_bytes: int = field(default=1 << 20, metadata=_env("MW_MAX_MESSAGE_BYTES", _as_int))
+    # A meter is silent after this many of its intervals without a reading (wall clock).
+    silence_factor: float = field(default=4.0, metadata=_env("MW_SILENCE_FACTOR", _as_float))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -347,6 +349,7 @@ class WorkerSettings:
             "max_message_bytes": 1024,
             "out_of_order_tolerance_s": 0,
             "gap_tolerance_s": 0,
+            "silence_factor": 1,
         }
         for attr, low in minimums.items():
             if getattr(self, attr) < low:

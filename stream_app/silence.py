@@ -103,7 +103,8 @@ def silence_alert(meter: str, event: SilenceEvent, *, bundle_version: str,
                   produced_ms: int) -> Alert:
     """The alert message of a silence event (kind "meter_silent", same id open -> resolved).
 
-    zscore / threshold carry the rule: silent time in intervals / the factor it crossed.
+    zscore / threshold carry the rule: silent time in intervals / the factor it crossed;
+    window_size and readings_flagged count the missed readings (the schema wants >= 1).
     """
     ratio = event.silent_s / event.interval_s
     missed = int(ratio)
@@ -123,5 +124,5 @@ def silence_alert(meter: str, event: SilenceEvent, *, bundle_version: str,
         threshold=event.factor,
         severity="medium", expected=(), actual=(), reason=reason,
         first_seen=ms_to_iso(event.last_ts_ms), last_seen=ms_to_iso(end_ms),
-        readings_flagged=0, produced_at=ms_to_iso(produced_ms),
+        readings_flagged=max(1, missed), produced_at=ms_to_iso(produced_ms),
     )

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from test_records import schema_errors
 
 from stream_app.alerts import Alert, alert_id
 from stream_app.errors import ConfigError
 from stream_app.silence import SilenceTracker, silence_alert
-from test_records import schema_errors
 
 T0 = 1_000_000.0  # a fake wall clock, seconds
 TS = 1_736_000_000_000  # the readings' stream time, ms
