@@ -22,6 +22,7 @@ import faust
 
 from stream_app.metrics import WorkerMetrics
 from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
+from stream_app.reload import BundleWatcher
 from stream_app.scoring import Detector
 from stream_app.settings import KafkaSettings, WorkerSettings
 from stream_app.silence import SilenceTracker, silence_alert
@@ -31,6 +32,7 @@ log = logging.getLogger("meterwatch.worker")
 
 STATE_TABLE = "meter-state"
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
+RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
 RECENT_READINGS = 192  # per meter: two days of 15-min readings around an alert's window
 SILENCE_CHECK_S = 1.0  # how often silent meters are looked for
@@ -172,7 +174,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                                           event.message)
 
     async def send_silence(meter, event) -> None:
-        alert = silence_alert(meter, event, bundle_version=detector.bundle.version,
+        alert = silence_alert(meter, event, bundle_version=scorer.bundle.version,
                               produced_ms=int(time.time() * 1000))
         await alerts.send(key=meter.encode(), value=alert.to_json())
         metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
@@ -219,6 +221,16 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             source.topics.extend(new)
             app.topics._flag_changes()
 
+    watcher = BundleWatcher(worker.model_dir, worker.onnx_providers)
+
+    @app.timer(interval=RELOAD_S)
+    async def reload_bundle():
+        # verified off the event loop; switched between two batches (scoring is synchronous)
+        fresh = await app.loop.run_in_executor(None, watcher.poll)
+        if fresh is not None:
+            scorer.switch(fresh)
+            metrics.bundle_reloads.inc()
+
     @app.timer(interval=5.0)
     async def report_lag():
         consumer = app.consumer
@@ -241,8 +253,10 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     async def health(web, request):
         return web.json({
             "status": "ok",
-            "bundle": detector.bundle.version,
-            "provider": detector.reconstructor.active_provider,
+            "bundle": scorer.bundle.version,
+            "bundle_manifest_sha256": watcher.digest,
+            "bundle_reloads": watcher.reloads,
+            "provider": scorer.detector.reconstructor.active_provider,
             "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()),
             "broker_kind": kafka.broker_kind,
         })
@@ -257,7 +271,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
 
     @app.page("/api/alerts")
     async def alerts_json(web, request):
-        return web.json({"alerts": list(recent_alerts), "bundle": detector.bundle.version,
+        return web.json({"alerts": list(recent_alerts), "bundle": scorer.bundle.version,
                          "silent_meters": silence.silent_meters()})
 
     @app.page("/api/readings")

@@ -126,7 +126,8 @@ class MeterHistory:
             **config,
             normaliser=Normaliser.from_dict(norm) if norm else None,
             last_ts=data["last_ts"],
-            values=list(data["values"]),
-            filled=[bool(f) for f in data["filled"]],
+            # a bundle with shorter windows may have been loaded since: keep what fits
+            values=list(data["values"])[-config["max_window"]:],
+            filled=[bool(f) for f in data["filled"]][-config["max_window"]:],
             warm_values=list(data["warm_values"]),
         )

@@ -53,6 +53,14 @@ class StreamScorer:
                                     model="+".join(self.bundle.models),
                                     cooldown=cooldown, update_every=update_every)
 
+    def switch(self, detector: Detector) -> None:
+        """Score with another bundle from the next batch on (hot reload). Meters keep their
+        history and normalisation; new alert episodes carry the new bundle version."""
+        self.detector = detector
+        self.bundle = detector.bundle
+        self.tracker.bundle_version = detector.bundle.version
+        self.tracker.model = "+".join(detector.bundle.models)
+
     def _history(self, reading: Reading, state: dict | None) -> MeterHistory:
         config = {"max_window": self.bundle.max_window, "interval_s": reading.interval_s,
                   "warmup": self.bundle.manifest["warmup_readings"], **self.rules}
