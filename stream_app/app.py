@@ -64,7 +64,8 @@ def matching_topics(kafka: KafkaSettings, worker: WorkerSettings) -> list[str]:
 
 
 def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
-               input_topics: list[str], metrics: WorkerMetrics | None = None) -> faust.App:
+               input_topics: list[str], metrics: WorkerMetrics | None = None,
+               registry=None) -> faust.App:
     """`input_topics`: the inputs that exist at start; new pattern matches join while running
     (Faust's own `pattern=` subscription does not work, so the worker polls the topic list)."""
     metrics = metrics or WorkerMetrics()
@@ -97,7 +98,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     # keys and values are bytes (JSON we encode ourselves): the changelog stores them raw
     table = app.Table(STATE_TABLE, default=None, partitions=worker.partitions,
                       key_type=bytes, value_type=bytes)
-    scorer = StreamScorer(detector)
+    scorer = StreamScorer(detector, registry=registry)
     last_offsets: dict = {}
     # live page (GET / and /api/...) and silent meters: memory only, this worker's meters
     recent_alerts: deque = deque(maxlen=RECENT_ALERTS)  # newest first
@@ -150,8 +151,8 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             metrics.outcomes.labels(outcome).inc(count)
         metrics.score_seconds.observe(result.score_seconds)
         if result.outcomes.get("scored"):
-            metrics.inference_seconds.observe(scorer.detector.timings["inference"])
-            metrics.dtw_seconds.observe(scorer.detector.timings["dtw"])
+            metrics.inference_seconds.observe(scorer.timings["inference"])
+            metrics.dtw_seconds.observe(scorer.timings["dtw"])
 
     @app.agent(readings)
     async def score(stream):
@@ -226,6 +227,10 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     @app.timer(interval=RELOAD_S)
     async def reload_bundle():
         # verified off the event loop; switched between two batches (scoring is synchronous)
+        if registry is not None:
+            switched = await app.loop.run_in_executor(None, registry.refresh)
+            metrics.bundle_reloads.inc(len(switched))
+            return
         fresh = await app.loop.run_in_executor(None, watcher.poll)
         if fresh is not None:
             scorer.switch(fresh)
@@ -256,6 +261,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             "bundle": scorer.bundle.version,
             "bundle_manifest_sha256": watcher.digest,
             "bundle_reloads": watcher.reloads,
+            "registry": registry.versions() if registry is not None else None,
             "provider": scorer.detector.reconstructor.active_provider,
             "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()),
             "broker_kind": kafka.broker_kind,

@@ -319,6 +319,8 @@ class WorkerSettings:
     model_dir: Path = field(
         default=Path("onnx_models/default"), metadata=_env("MW_MODEL_DIR", Path)
     )
+    # When set: a registry of bundles per company / profile (stream_app.registry); else model_dir.
+    model_root: Path | None = field(default=None, metadata=_env("MW_MODEL_ROOT", Path))
     onnx_providers: tuple[str, ...] | None = field(
         default=None, metadata=_env("MW_ONNX_PROVIDERS", _as_providers)
     )

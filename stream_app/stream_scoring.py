@@ -41,12 +41,17 @@ class _Row:
     reading: Reading
     values: np.ndarray  # the last max_window readings (kWh)
     window: np.ndarray  # the same, normalised
+    detector: Detector  # the bundle this meter is scored with
 
 
 class StreamScorer:
     def __init__(self, detector: Detector, *, max_gap: int = 4, late_tolerance: int = 4,
-                 cooldown: int = 4, update_every: int = 8):
+                 cooldown: int = 4, update_every: int = 8, registry=None):
+        """`registry` (stream_app.registry.Registry), when given, picks each reading's bundle by
+        company, then industry profile, then default; else `detector` scores everything."""
+        self.registry = registry
         self.detector = detector
+        self.timings = detector.timings  # of the last scored group
         self.bundle = detector.bundle
         self.rules = {"max_gap": max_gap, "late_tolerance": late_tolerance}
         self.tracker = AlertTracker(bundle_version=self.bundle.version,
@@ -61,11 +66,16 @@ class StreamScorer:
         self.tracker.bundle_version = detector.bundle.version
         self.tracker.model = "+".join(detector.bundle.models)
 
-    def _history(self, reading: Reading, state: dict | None) -> MeterHistory:
-        config = {"max_window": self.bundle.max_window, "interval_s": reading.interval_s,
-                  "warmup": self.bundle.manifest["warmup_readings"], **self.rules}
+    def detector_for(self, reading: Reading) -> Detector:
+        if self.registry is None:
+            return self.detector
+        return self.registry.resolve(reading.company, reading.profile)
+
+    def _history(self, reading: Reading, state: dict | None, bundle) -> MeterHistory:
+        config = {"max_window": bundle.max_window, "interval_s": reading.interval_s,
+                  "warmup": bundle.manifest["warmup_readings"], **self.rules}
         if state is None:
-            return MeterHistory(**config, normaliser=self.bundle.normaliser_for(reading.meter_id))
+            return MeterHistory(**config, normaliser=bundle.normaliser_for(reading.meter_id))
         config["interval_s"] = state["iv"]
         return MeterHistory.from_dict(state["h"], **config)
 
@@ -75,6 +85,7 @@ class StreamScorer:
         result = BatchResult()
         produced = int(time.time() * 1000) if now_ms is None else now_ms
         histories: dict[str, MeterHistory] = {}
+        detectors: dict[str, Detector] = {}
         categories: dict[str, str] = {}
         rows: list[_Row] = []
         for index, reading in enumerate(readings):
@@ -82,7 +93,8 @@ class StreamScorer:
             if meter not in histories:
                 raw = states.get(meter)
                 state = json.loads(raw) if raw else None
-                histories[meter] = self._history(reading, state)
+                detectors[meter] = self.detector_for(reading)
+                histories[meter] = self._history(reading, state, detectors[meter].bundle)
                 self.tracker.load_state(meter, state["a"] if state else None)
             history = histories[meter]
             categories[meter] = reading.category
@@ -98,7 +110,7 @@ class StreamScorer:
                 result.outcomes["warming_up"] += 1
             else:
                 rows.append(_Row(index, reading, np.asarray(history.values),
-                                 history.normalised_window()))
+                                 history.normalised_window(), detectors[meter]))
                 result.outcomes["scored"] += 1
         if rows:
             started = time.perf_counter()
@@ -113,19 +125,27 @@ class StreamScorer:
         return result
 
     def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int) -> None:
-        detector = self.detector
-        windows = detector.trailing_windows(np.stack([r.window for r in rows]))
-        scores = detector.score_batch(windows, [r.reading.category for r in rows])
-        for k, row in enumerate(rows):
-            flagged = bool(scores.flagged[k])
-            details = self._detection(k, row, scores, histories) if flagged else None
-            alert = self.tracker.observe(row.reading.meter_id, row.reading.ts, flagged, details,
-                                         produced_at_ms=produced)
-            if alert is not None:
-                result.alerts.append(alert)
+        """One score_batch per bundle in use; a meter's rows stay in time order."""
+        groups: dict[int, list[_Row]] = {}
+        for row in rows:
+            groups.setdefault(id(row.detector), []).append(row)
+        for group in groups.values():
+            detector = group[0].detector
+            self.tracker.bundle_version = detector.bundle.version
+            self.tracker.model = "+".join(detector.bundle.models)
+            windows = detector.trailing_windows(np.stack([r.window for r in group]))
+            scores = detector.score_batch(windows, [r.reading.category for r in group])
+            for k, row in enumerate(group):
+                flagged = bool(scores.flagged[k])
+                details = self._detection(k, row, scores, histories) if flagged else None
+                alert = self.tracker.observe(row.reading.meter_id, row.reading.ts, flagged,
+                                             details, produced_at_ms=produced)
+                if alert is not None:
+                    result.alerts.append(alert)
+            self.timings = detector.timings
 
     def _detection(self, k: int, row: _Row, scores, histories) -> Detection:
-        detector = self.detector
+        detector = row.detector
         feature = int(scores.reason_feature[k])
         model, window = detector.feature_order[feature].split("/")
         w = int(window)

@@ -16,6 +16,7 @@ import faust
 from stream_app.app import create_app, matching_topics
 from stream_app.brokers import create_topics
 from stream_app.model_bundle import Bundle
+from stream_app.registry import Registry
 from stream_app.scoring import Detector
 from stream_app.settings import KafkaSettings, WorkerSettings, check_broker_support
 
@@ -24,8 +25,14 @@ log = logging.getLogger("meterwatch.worker")
 
 def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     check_broker_support(kafka, worker)
-    bundle = Bundle.load(worker.model_dir)
-    detector = Detector(bundle, providers=worker.onnx_providers)
+    registry = None
+    if worker.model_root is not None:
+        registry = Registry(worker.model_root, providers=worker.onnx_providers)
+        detector = registry.detectors[registry.default]
+        log.info("model registry %s: %s", worker.model_root, registry.versions())
+    else:
+        detector = Detector(Bundle.load(worker.model_dir), providers=worker.onnx_providers)
+    bundle = detector.bundle
     topics = [worker.readings_topic, worker.alerts_topic, worker.dlq_topic, worker.feedback_topic]
     if worker.input_topic:
         topics.append(worker.input_topic)
@@ -40,7 +47,7 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
         inputs = matching_topics(kafka, worker)
     log.info("input topics: %d (%s%s)", len(inputs), ", ".join(inputs[:5]),
              " ..." if len(inputs) > 5 else "")
-    return create_app(kafka, worker, detector, inputs)
+    return create_app(kafka, worker, detector, inputs, registry=registry)
 
 
 def run_worker(loglevel: str = "info", web: bool = True) -> int:
