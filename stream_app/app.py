@@ -20,6 +20,8 @@ from importlib import resources
 
 import faust
 
+from stream_app.errors import InputError
+from stream_app.feedback import decode_feedback
 from stream_app.metrics import WorkerMetrics
 from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
 from stream_app.reload import BundleWatcher
@@ -221,6 +223,24 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             log.info("new input topics: %s", new)
             source.topics.extend(new)
             app.topics._flag_changes()
+
+    feedback = app.topic(worker.feedback_topic, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(feedback)
+    async def record_feedback(stream):
+        """Operators' verdicts: counted here, kept in the topic for `meterwatch recalibrate`."""
+        async for event in stream.events():
+            message = event.message
+            try:
+                verdict = decode_feedback(event.value)
+            except InputError as exc:
+                metrics.feedback.labels("invalid").inc()
+                await dlq.send(key=message.key, value=dead_letter_bytes(
+                    event.value, f"bad_feedback: {exc}", message.topic, message.partition,
+                    message.offset, message.key))
+                continue
+            metrics.feedback.labels(verdict.verdict).inc()
+            log.info("feedback on %s: %s by %s", verdict.alert_id, verdict.verdict, verdict.who)
 
     watcher = BundleWatcher(worker.model_dir, worker.onnx_providers)
 

@@ -40,6 +40,8 @@ class WorkerMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.consumer_lag = Gauge("meterwatch_consumer_lag", "Records behind the end of the topic",
                                   ["topic", "partition"], registry=r)
+        self.feedback = Counter("meterwatch_feedback", "Operator verdicts received",
+                                ["verdict"], registry=r)
         self.bundle_reloads = Counter("meterwatch_bundle_reloads",
                                       "Times a new verified bundle was switched to", registry=r)
         self.meters = Gauge("meterwatch_meters", "Meters with state on this worker", registry=r)

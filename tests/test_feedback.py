@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+from test_worker_kafka import run  # noqa: F401 (the fixture)
 
 from stream_app.errors import InputError
 from stream_app.feedback import (
@@ -106,3 +107,20 @@ def test_recalibrate_reads_alerts_and_feedback_from_kafka(kafka_broker, unique_n
     bundle = Bundle.load(path)
     assert bundle.limits.limit("industrial") == pytest.approx(4.2)
     assert bundle.manifest["audit"][-1]["by"] == "shift-lead"
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_worker_counts_verdicts_and_dead_letters_bad_feedback(run):
+    from test_worker_kafka import metric, wait_for
+
+    from stream_app.brokers import create_topics
+
+    create_topics(run.broker.bootstrap, [run.topic("m1")], 4)
+    _, port = run.start_worker()
+    key, value = encode_feedback("a1", "false", "alice")
+    run.produce([(run.env["MW_FEEDBACK_TOPIC"], key, value),
+                 (run.env["MW_FEEDBACK_TOPIC"], b"a2", b"{not json")])
+    wait_for(lambda: metric(port, "meterwatch_feedback_total") >= 2, 60, "both verdicts")
+    letters = run.consume(run.env["MW_DLQ_TOPIC"], lambda got: len(got) >= 1)
+    assert letters[0]["reason"].startswith("bad_feedback")
