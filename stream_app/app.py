@@ -33,6 +33,7 @@ from stream_app.stream_scoring import StreamScorer
 log = logging.getLogger("meterwatch.worker")
 
 STATE_TABLE = "meter-state"
+SOURCE = "meterwatch-source"  # header of a re-keyed reading: its input topic:partition:offset
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
@@ -129,13 +130,16 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                 if isinstance(result, Rejected):
                     await dead_letter(event.value, result, message)
                     continue
+                # the source position travels along: a re-read source event (after a crash) is
+                # then recognised as already applied, whatever its copy's offset here
+                source = f"{message.topic}:{message.partition}:{message.offset}".encode()
                 await readings.send(key=result.meter_id.encode(), value=result.to_json(),
-                                    timestamp=message.timestamp)
+                                    timestamp=message.timestamp, headers={SOURCE: source})
 
     async def apply(events, batch: list[Reading]) -> None:
         meters = {r.meter_id for r in batch}
         states = {m: table.get(m.encode()) for m in meters}
-        result = scorer.process(batch, states)
+        result = scorer.process(batch, states, positions=[_source(e) for e in events])
         last_event = {r.meter_id: e for r, e in zip(batch, events, strict=True)}
         for meter, state in result.states.items():
             with _current(last_event[meter]):
@@ -314,6 +318,16 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
 def _web_file(name: str) -> str:
     """A file of the live alert page (package data: stream_app/web/)."""
     return (resources.files("stream_app") / "web" / name).read_text(encoding="utf-8")
+
+
+def _source(event) -> tuple[str, int]:
+    """(source topic:partition, offset) of a re-keyed reading; its own position if absent."""
+    headers = event.message.headers or {}
+    raw = dict(headers).get(SOURCE) if not isinstance(headers, dict) else headers.get(SOURCE)
+    if raw:
+        where, _, offset = raw.decode().rpartition(":")
+        return where, int(offset)
+    return f"{event.message.topic}:{event.message.partition}", event.message.offset
 
 
 class _current:

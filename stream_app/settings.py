@@ -36,7 +36,7 @@ PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 STORE_SCHEMES = ("memory://", "rocksdb://")
 # MW_ variables read outside this module: the shared data set and the broker kind for tests
 # (tests/conftest.py).
-OTHER_MW_VARIABLES = ("MW_SHARED_DATA", "MW_TEST_BROKER")
+OTHER_MW_VARIABLES = ("MW_SHARED_DATA", "MW_TEST_BROKER", "MW_SOAK_S")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 

@@ -80,11 +80,18 @@ class StreamScorer:
         return MeterHistory.from_dict(state["h"], **config)
 
     def process(self, readings: list[Reading], states: dict[str, bytes | None],
-                now_ms: int | None = None) -> BatchResult:
-        """Readings in arrival order; `states`: each meter's stored state (None when new)."""
+                now_ms: int | None = None,
+                positions: list[tuple[str, int]] | None = None) -> BatchResult:
+        """Readings in arrival order; `states`: each meter's stored state (None when new).
+
+        `positions`: each reading's source (input "topic:partition", offset). The state keeps the
+        highest offset applied per source partition, so an event read again after a crash (the
+        state's changelog runs ahead of committed offsets) counts as a duplicate instead of
+        being applied twice or refused as out of order."""
         result = BatchResult()
         produced = int(time.time() * 1000) if now_ms is None else now_ms
         histories: dict[str, MeterHistory] = {}
+        applied: dict[str, dict[str, int]] = {}
         detectors: dict[str, Detector] = {}
         categories: dict[str, str] = {}
         rows: list[_Row] = []
@@ -96,6 +103,14 @@ class StreamScorer:
                 detectors[meter] = self.detector_for(reading)
                 histories[meter] = self._history(reading, state, detectors[meter].bundle)
                 self.tracker.load_state(meter, state["a"] if state else None)
+                applied[meter] = dict(state.get("o") or {}) if state else {}
+                categories[meter] = state["c"] if state else reading.category
+            if positions is not None:
+                where, offset = positions[index]
+                if offset <= applied[meter].get(where, -1):
+                    result.outcomes["duplicate"] += 1
+                    continue
+                applied[meter][where] = offset
             history = histories[meter]
             categories[meter] = reading.category
             outcome = history.push(reading.ts_s, reading.value)
@@ -119,7 +134,7 @@ class StreamScorer:
         for meter, history in histories.items():
             result.states[meter] = json.dumps({
                 "h": history.to_dict(), "a": self.tracker.state(meter),
-                "c": categories[meter], "iv": history.interval_s,
+                "c": categories[meter], "iv": history.interval_s, "o": applied[meter],
             }, separators=(",", ":")).encode()
             self.tracker.load_state(meter, None)  # the table holds it; keep no second copy
         return result

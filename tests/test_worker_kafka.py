@@ -222,4 +222,7 @@ def test_killed_workers_partitions_move_with_their_state(run, sim_series, tiny_b
                          lambda got: expected <= {(a["alert_id"], a["status"]) for a in got},
                          timeout=150)
     got = {(a["alert_id"], a["status"]) for a in alerts if a["status"] != "update"}
+    for a in alerts:
+        if (a["alert_id"], a["status"]) in got - expected:
+            print("unexpected:", a["kind"], a["status"], a["meter_id"], a["window_end"], a["reason"])
     assert got == expected
