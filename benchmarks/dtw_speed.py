@@ -19,16 +19,12 @@ The last line printed is `dtw_speedup_vs_dtaidistance: <ours / per-pair at windo
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import os
-import platform
 import time
 
 import numba
 import numpy as np
 
-from benchmarks.report import cpu_name, publish
+from benchmarks.report import arguments, header, machine, publish
 from stream_app.dtw import dtw_batch
 
 SIZES = (16, 24, 96)
@@ -97,10 +93,7 @@ def _table(rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller batches, under a minute")
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "smaller batches, under a minute").parse_args(argv)
     import dtaidistance
 
     numba.set_num_threads(1)
@@ -111,17 +104,14 @@ def main(argv: list[str] | None = None) -> None:
         for size in SIZES
         for band in (None, max(1, size // 10))
     ]
-    header = (
-        f"## DTW speed, one core: dtw_batch vs dtaidistance "
-        f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
-    )
+    title = header("DTW speed, one core: dtw_batch vs dtaidistance", args.quick)
     about = (
-        f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs; numba "
+        f"{machine()}; numba "
         f"{numba.__version__}, dtaidistance {dtaidistance.__version__}, numpy {np.__version__}. "
         "distance_matrix_fast computes the full m x m block between X and Y (it cannot be limited "
         "to the n matching pairs); its pairs/s counts all pairs it computed."
     )
-    lines = [header, "", about, "", *_table(rows), ""]
+    lines = [title, "", about, "", *_table(rows), ""]
     publish(lines, not args.no_write)
     key = next(r for r in rows if r["size"] == 96 and r["band"] is None)
     print(f"dtw_speedup_vs_dtaidistance: {key['ours'] / key['per_pair']:.1f}")

@@ -21,11 +21,7 @@ appended, with a date header, to docs/BENCHMARKS.md unless --no-write. The last 
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import math
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from benchmarks.report import cpu_name, publish
+from benchmarks.report import arguments, header, machine, publish
 from stream_app.inference import CPU, Reconstructor
 from stream_app.model_bundle import BundleLayout, onnx_name
 from training.export import export_onnx
@@ -129,10 +125,7 @@ def _context_table(context: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sizes, under a minute")
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "fewer sizes, under a minute").parse_args(argv)
     torch.set_num_threads(1)
     windows = (96, 16) if args.quick else (96, 24, 16)
     batches = (1, 32, 256) if args.quick else (1, 32, 256, 2048)
@@ -140,18 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(2024)
     with tempfile.TemporaryDirectory() as tmp:
         rows, context = _measure(Path(tmp), windows, batches, block_s, rng)
-    header = (
-        f"## Autoencoder inference, one core: ONNX Runtime vs torch eager "
-        f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
-    )
+    title = header("Autoencoder inference, one core: ONNX Runtime vs torch eager", args.quick)
     about = (
-        f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
+        f"{machine()} (shared cores: "
         f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
         f"{ort.__version__}, torch {torch.__version__}. Same freshly built weights (default "
         "configs) in both engines; ONNX via the production `Reconstructor` (CPU, 1 intra-op "
         "thread), torch eager with `set_num_threads(1)` under `no_grad`. Best of three blocks."
     )
-    lines = [header, "", about, "", *_table(rows), "",
+    lines = [title, "", about, "", *_table(rows), "",
              "Context: ONNX Runtime with two intra-op threads at batch 256.", "",
              *_context_table(context), ""]
     publish(lines, not args.no_write)

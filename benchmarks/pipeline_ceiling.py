@@ -21,10 +21,6 @@ date header, to docs/BENCHMARKS.md unless --no-write. The last line printed is
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,7 +28,7 @@ import numba
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.report import cpu_name, publish
+from benchmarks.report import arguments, header, machine, publish
 from stream_app.model_bundle import Bundle
 from stream_app.preprocessing import Normaliser
 from stream_app.scoring import Detector, forest_features
@@ -115,22 +111,16 @@ def _table(results: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rows and passes, under a minute")
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "fewer rows and passes, under a minute").parse_args(argv)
     numba.set_num_threads(1)
     bundle = Bundle.load(BUNDLE)
     det = Detector(bundle, threads=1)
     rows, cats = _rows(bundle, 1024 if args.quick else 2048)
     passes = 3 if args.quick else 5
     results = [_measure(det, rows, cats, batch, passes) for batch in BATCHES]
-    header = (
-        f"## Scoring pipeline vs its inference-only ceiling, one core "
-        f"({dt.date.today().isoformat()}{', --quick' if args.quick else ''})"
-    )
+    title = header("Scoring pipeline vs its inference-only ceiling, one core", args.quick)
     about = (
-        f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs (shared cores: "
+        f"{machine()} (shared cores: "
         f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
         f"{ort.__version__}, numba {numba.__version__}. Bundle `{bundle.version}` (windows "
         f"{'/'.join(map(str, bundle.window_sizes))}, models {', '.join(bundle.models)}), "
@@ -138,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         "and 1 Numba thread, best of several passes. Stage columns: share of the full pass's time; rest is the remainder (timing "
         "noise can make it slightly negative)."
     )
-    lines = [header, "", about, "", *_table(results), ""]
+    lines = [title, "", about, "", *_table(results), ""]
     publish(lines, not args.no_write)
     key = next(r for r in results if r["batch"] == 256)
     print(f"pipeline_fraction_of_inference_ceiling: {key['full'] / key['ceiling']:.2f}")

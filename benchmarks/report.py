@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import os
 import platform
 from pathlib import Path
 
@@ -17,6 +19,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    return f"{platform.machine()} `{cpu_name()}`, {os.cpu_count()} logical CPUs"
+
+
+def arguments(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --quick and --no-write."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    return parser
 
 
 def header(title: str, quick: bool) -> str:

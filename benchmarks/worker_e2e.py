@@ -18,7 +18,6 @@ import argparse
 import os
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from benchmarks.report import cpu_name, header, publish
 from stream_app.brokers import create_topics, free_port, start_broker, stop_process
-from stream_app.demo import start_worker, wait_for_worker
+from stream_app.demo import metric_total, start_worker, wait_for_worker, worker_metrics
 from stream_app.model_bundle import Bundle
 from stream_app.records import encode_reading
 from stream_app.scoring import Detector
@@ -38,10 +37,7 @@ METERS = 20
 
 
 def _processed(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("meterwatch_readings_outcome_total"))
+    return metric_total(worker_metrics(port), "meterwatch_readings_outcome_total")
 
 
 def _produce(bootstrap: str, series, days: int) -> tuple[dict, int]:

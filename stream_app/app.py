@@ -164,10 +164,16 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     async def score(stream):
         async for events in stream.take_events(worker.batch_size, within=worker.batch_max_wait_s):
             metrics.batch_size.observe(len(events))
-            batch = []
+            batch, kept = [], []
             for event in events:
                 last_offsets[(event.message.topic, event.message.partition)] = event.message.offset
-                batch.append(Reading.from_json(event.value))
+                try:
+                    batch.append(Reading.from_json(event.value))
+                except InputError as exc:  # only our own bytes come here: a bug, never a loss
+                    await dead_letter(event.value, f"internal_error:{exc}"[:200], event.message)
+                    continue
+                kept.append(event)
+            events = kept
             await observe_arrivals(events, batch)
             try:
                 await apply(events, batch)

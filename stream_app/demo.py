@@ -60,6 +60,18 @@ def worker_health(web_port: int) -> dict | None:
         return None
 
 
+def worker_metrics(web_port: int, timeout: float = 5.0) -> str:
+    """The worker's /metrics page (Prometheus text)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=timeout) as r:
+        return r.read().decode()
+
+
+def metric_total(text: str, name: str) -> float:
+    """Sum of every sample of `name` (all label values) in Prometheus text."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith(name + "_created"))
+
+
 def wait_for_worker(proc: subprocess.Popen, web_port: int, log_path: Path,
                     timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
@@ -175,13 +187,10 @@ def _wait_until_scored(web_port: int, total: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=2) as r:
-                text = r.read().decode()
+            text = worker_metrics(web_port, timeout=2)
         except OSError:
             text = ""
-        done = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("meterwatch_readings_outcome_total"))
-        if done >= total:
+        if metric_total(text, "meterwatch_readings_outcome_total") >= total:
             return
         time.sleep(0.5)
 

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -25,6 +24,7 @@ from conftest import requires_real_kafka
 from test_worker_kafka import Run, _messages, expected_alerts, metric, wait_for
 
 from stream_app.brokers import BrokerUnavailable, create_topics
+from stream_app.demo import worker_metrics
 from stream_app.records import encode_reading
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -35,8 +35,7 @@ _SAMPLE = re.compile(r'^(meterwatch_readings_(?:in|invalid|outcome)_total)(?:\{(
 
 def worker_counters(port: int) -> dict:
     """{"in": n, "invalid": {reason: n}, "outcome": {outcome: n}} from a worker's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = worker_metrics(port)
     out = {"in": 0.0, "invalid": {}, "outcome": {}}
     for line in text.splitlines():
         m = _SAMPLE.match(line)
@@ -280,8 +279,7 @@ def test_state_recovery_time_for_10000_meters(kafka_broker, tiny_bundle, tmp_pat
     name = unique_name("mw").replace("_", "-")
     run = Run(kafka_broker, tiny_bundle.path, tmp_path, name)
     topic = f"{name}-in"
-    run.env.pop("MW_INPUT_PATTERN")
-    run.env["MW_INPUT_TOPIC"] = topic
+    run.use_single_topic(topic)
     try:
         create_topics(kafka_broker.bootstrap, [topic], 4)
         proc_a, port_a = run.start_worker()

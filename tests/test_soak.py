@@ -14,13 +14,13 @@ import os
 import re
 import threading
 import time
-import urllib.request
 
 import pytest
 from test_faults import assert_accounted, wait_accounted, worker_counters
 from test_worker_kafka import Run, metric
 
 from stream_app.brokers import create_topics
+from stream_app.demo import worker_metrics
 from stream_app.records import encode_reading
 
 pytestmark = [pytest.mark.soak, pytest.mark.kafka, pytest.mark.slow]
@@ -50,8 +50,7 @@ def rss_mib(pid: int) -> float:
 
 def latency_quantiles(port: int, qs=(0.5, 0.99)) -> dict:
     """Quantiles (upper bucket bound) of the worker's end-to-end latency histogram."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = worker_metrics(port)
     buckets = sorted((float(m.group(1)), float(m.group(2))) for m in re.finditer(
         r'^meterwatch_end_to_end_latency_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.MULTILINE))
     total = buckets[-1][1] if buckets else 0.0
@@ -92,8 +91,7 @@ def test_steady_load(kafka_broker, tiny_bundle, tmp_path, unique_name):
     name = unique_name("mw").replace("_", "-")
     run = Run(kafka_broker, tiny_bundle.path, tmp_path, name)
     topic = f"{name}-in"
-    run.env.pop("MW_INPUT_PATTERN")
-    run.env["MW_INPUT_TOPIC"] = topic
+    run.use_single_topic(topic)
     try:
         create_topics(kafka_broker.bootstrap, [topic], 4)
         proc, port = run.start_worker()

@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from stream_app.alerts import AlertTracker, Detection
 from stream_app.brokers import create_topics, free_port, stop_process
-from stream_app.demo import start_worker, wait_for_worker
+from stream_app.demo import metric_total, start_worker, wait_for_worker, worker_metrics
 from stream_app.offline import score_series
 from stream_app.records import encode_reading
 from stream_app.scoring import Detector
@@ -34,6 +34,11 @@ class Run:
                     "MW_FEEDBACK_TOPIC": f"{name}-feedback", "MW_PARTITIONS": "4"}
         self.app_id = name
         self.workers: list[tuple] = []
+
+    def use_single_topic(self, topic: str) -> None:
+        """Read one keyed input topic instead of the per-meter pattern."""
+        self.env.pop("MW_INPUT_PATTERN")
+        self.env["MW_INPUT_TOPIC"] = topic
 
     def topic(self, meter_id: str) -> str:
         return f"{self.prefix}.{meter_id}"
@@ -75,10 +80,7 @@ class Run:
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith(name + "_created"))
+    return metric_total(worker_metrics(port), name)
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -193,7 +195,7 @@ def test_killed_workers_partitions_move_with_their_state(run, sim_series, tiny_b
     create_topics(run.broker.bootstrap, [run.topic(s.meter_id) for s in series], 4)
     run.env["MW_SESSION_TIMEOUT_S"] = "6"
     proc_a, port_a = run.start_worker()
-    proc_b, port_b = run.start_worker()
+    _, port_b = run.start_worker()
 
     def assigned(port):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
