@@ -15,6 +15,7 @@ import faust
 
 from stream_app.app import create_app, matching_topics
 from stream_app.brokers import create_topics
+from stream_app.errors import ConfigError
 from stream_app.model_bundle import Bundle
 from stream_app.registry import Registry
 from stream_app.scoring import Detector
@@ -25,6 +26,7 @@ log = logging.getLogger("meterwatch.worker")
 
 def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     check_broker_support(kafka, worker)
+    check_session_timeout(kafka, worker)
     registry = None
     if worker.model_root is not None:
         registry = Registry(worker.model_root, providers=worker.onnx_providers)
@@ -48,6 +50,28 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     log.info("input topics: %d (%s%s)", len(inputs), ", ".join(inputs[:5]),
              " ..." if len(inputs) > 5 else "")
     return create_app(kafka, worker, detector, inputs, registry=registry)
+
+
+def check_session_timeout(kafka: KafkaSettings, worker: WorkerSettings) -> None:
+    """A session timeout outside the broker's group limits makes every JoinGroup fail, and the
+    consumer would retry forever: refuse it at start with one line. A broker that does not
+    describe its configs (Tansu) is not checked."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    admin = AdminClient(kafka.confluent_config())
+    try:
+        broker = next(iter(admin.list_topics(timeout=10).brokers))
+        done = admin.describe_configs([ConfigResource(ResourceType.BROKER, str(broker))])
+        configs = next(iter(done.values())).result(timeout=10)
+        low, high = (int(configs[f"group.{end}.session.timeout.ms"].value) / 1000
+                     for end in ("min", "max"))
+    except (KafkaException, KeyError, StopIteration, ValueError) as exc:  # not described: the broker decides at join time
+        log.debug("broker group limits not described: %r", exc)
+        return
+    if not low <= worker.session_timeout_s <= high:
+        raise ConfigError(f"MW_SESSION_TIMEOUT_S={worker.session_timeout_s:g} is outside the "
+                          f"broker's group.min/max.session.timeout.ms ({low:g} to {high:g} s)")
 
 
 def run_worker(loglevel: str = "info", web: bool = True) -> int:

@@ -228,3 +228,23 @@ def test_killed_workers_partitions_move_with_their_state(run, sim_series, tiny_b
         if (a["alert_id"], a["status"]) in got - expected:
             print("unexpected:", a["kind"], a["status"], a["meter_id"], a["window_end"], a["reason"])
     assert got == expected
+
+
+def test_a_session_timeout_the_broker_refuses_stops_the_worker_at_start(kafka_broker):
+    """JoinGroup would fail forever; the worker refuses at start with the broker's limits."""
+    import dataclasses
+
+    from stream_app.errors import ConfigError
+    from stream_app.settings import KafkaSettings, WorkerSettings
+    from stream_app.worker import check_session_timeout
+
+    kafka = KafkaSettings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap,
+                                    "MW_BROKER_KIND": kafka_broker.kind})
+    worker = WorkerSettings.from_env({})
+    check_session_timeout(kafka, worker)  # 10 s: inside every broker's limits
+    if kafka_broker.kind == "tansu":
+        pytest.skip("Tansu does not describe its group limits")
+    too_short = dataclasses.replace(worker)
+    object.__setattr__(too_short, "session_timeout_s", 0.5)  # below the settings' own floor too
+    with pytest.raises(ConfigError, match=r"MW_SESSION_TIMEOUT_S=0.5 is outside .* \(1 to 1800 s\)"):
+        check_session_timeout(kafka, too_short)
