@@ -57,6 +57,19 @@ def _produce(bootstrap: str, series, days: int) -> tuple[dict, int]:
     return topics, n
 
 
+def _time_split(text: str, elapsed: float) -> dict:
+    """Where the worker's time went, from its own histograms: ONNX inference, the rest of
+    scoring (DTW, forest, state, alerts), and everything else (Faust, Kafka clients, JSON)."""
+    def total(name: str) -> float:
+        return metric_total(text, name)
+
+    inference = total("meterwatch_inference_seconds_sum")
+    scoring = total("meterwatch_score_seconds_sum")
+    return {"inference": inference / elapsed, "scoring": (scoring - inference) / elapsed,
+            "rest": 1 - scoring / elapsed,
+            "batch": total("meterwatch_batch_size_sum") / max(1.0, total("meterwatch_batch_size_count"))}
+
+
 def _raw_consume(bootstrap: str, topics: list[str], n: int) -> float:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{time.time_ns()}",
                          "enable.auto.commit": False})
@@ -112,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(0.2)
         elapsed = time.perf_counter() - first[0]
         rate = (done - first[1]) / elapsed
+        split = _time_split(worker_metrics(port), elapsed)
     finally:
         if worker is not None:
             stop_process(worker)
@@ -125,7 +139,10 @@ def main(argv: list[str] | None = None) -> None:
              f"| raw confluent-kafka consume | {raw:,.0f} |",
              f"| inference-only ceiling (this process, 1 thread) | {ceiling:,.0f} |",
              f"| worker, every reading scored | {rate:,.0f} |",
-             f"| worker / ceiling | {rate / ceiling:.2f} |", ""]
+             f"| worker / ceiling | {rate / ceiling:.2f} |", "",
+             (f"Worker time (its own histograms): ONNX inference {split['inference']:.0%}, "
+              f"the rest of scoring {split['scoring']:.0%}, Faust + Kafka clients + decoding "
+              f"{split['rest']:.0%}; mean scoring batch {split['batch']:.0f} readings."), ""]
     publish(lines, not args.no_write)
     print(f"worker_fraction_of_inference_ceiling: {rate / ceiling:.2f}")
 

@@ -2,8 +2,12 @@
 
     input topics (regex `meter\\..+`, or one keyed topic)
         -> ingest: decode + validate each event; bad ones -> dead-letter topic with the reason
-        -> internal topic keyed by meter_id (co-partitioned with the table)
+        -> internal topic keyed by meter_id (co-partitioned with the table): one message per
+           meter and source partition per ingest batch, its readings one JSON line each
         -> score: batches (size and time bound) -> StreamScorer -> table + alerts topic
+
+Batching the internal hop matters: every Kafka message costs Faust a fixed overhead on both
+sides, and a backfill or a busy meter then pays it once per batch instead of once per reading.
 
 Faust acks an event whose agent raised, so no exception may escape an agent: a batch that fails
 is retried reading by reading, and a reading that still fails goes to the dead-letter topic with
@@ -12,10 +16,12 @@ is retried reading by reading, and a reading that still fails goes to the dead-l
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import weakref
 from collections import deque
+from dataclasses import dataclass
 from importlib import resources
 
 import faust
@@ -33,7 +39,7 @@ from stream_app.stream_scoring import StreamScorer
 log = logging.getLogger("meterwatch.worker")
 
 STATE_TABLE = "meter-state"
-SOURCE = "meterwatch-source"  # header of a re-keyed reading: its input topic:partition:offset
+SOURCE = "meterwatch-source"  # header of an internal message: its readings' source positions
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
@@ -119,6 +125,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     @app.agent(source)
     async def ingest(stream):
         async for events in stream.take_events(worker.batch_size, within=worker.batch_max_wait_s):
+            groups: dict[tuple, _Group] = {}  # (meter, source topic, partition) -> its readings
             for event in events:
                 message = event.message
                 metrics.readings_in.inc()
@@ -130,29 +137,29 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                 if isinstance(result, Rejected):
                     await dead_letter(event.value, result, message)
                     continue
-                # the source position travels along: a re-read source event (after a crash) is
-                # then recognised as already applied, whatever its copy's offset here
-                source = f"{message.topic}:{message.partition}:{message.offset}".encode()
-                await readings.send(key=result.meter_id.encode(), value=result.to_json(),
-                                    timestamp=message.timestamp, headers={SOURCE: source})
+                where = (result.meter_id, message.topic, message.partition)
+                groups.setdefault(where, _Group()).add(result, message)
+            for (meter, _, _), group in groups.items():
+                await readings.send(key=meter.encode(), value=group.value(),
+                                    timestamp=group.timestamp(), headers={SOURCE: group.source()})
 
-    async def apply(events, batch: list[Reading]) -> None:
+    async def apply(items: list[_Item], batch: list[Reading]) -> None:
         meters = {r.meter_id for r in batch}
         states = {m: table.get(m.encode()) for m in meters}
-        result = scorer.process(batch, states, positions=[_source(e) for e in events])
-        last_event = {r.meter_id: e for r, e in zip(batch, events, strict=True)}
+        result = scorer.process(batch, states, positions=[i.position for i in items])
+        last_event = {r.meter_id: i.event for r, i in zip(batch, items, strict=True)}
         for meter, state in result.states.items():
             with _current(last_event[meter]):
                 table[meter.encode()] = state
         for index, reason in result.refused:
-            await dead_letter(events[index].value, reason, events[index].message)
+            await dead_letter(items[index].raw, reason, items[index].event.message)
         now = time.time()
         for alert in result.alerts:
             await alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
             metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
             recent_alerts.appendleft(alert.to_dict())
-        for event in events:
-            metrics.latency.observe(max(0.0, now - event.message.timestamp))  # Faust: seconds
+        for item in items:
+            metrics.latency.observe(max(0.0, now - item.arrived))
         for outcome, count in result.outcomes.items():
             metrics.outcomes.labels(outcome).inc(count)
         metrics.score_seconds.observe(result.score_seconds)
@@ -163,28 +170,33 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     @app.agent(readings)
     async def score(stream):
         async for events in stream.take_events(worker.batch_size, within=worker.batch_max_wait_s):
-            metrics.batch_size.observe(len(events))
-            batch, kept = [], []
+            items, batch = [], []
             for event in events:
                 last_offsets[(event.message.topic, event.message.partition)] = event.message.offset
-                try:
-                    batch.append(Reading.from_json(event.value))
-                except InputError as exc:  # only our own bytes come here: a bug, never a loss
-                    await dead_letter(event.value, f"internal_error:{exc}"[:200], event.message)
-                    continue
-                kept.append(event)
-            events = kept
-            await observe_arrivals(events, batch)
-            try:
-                await apply(events, batch)
-            except Exception:
-                log.exception("batch of %d failed; retrying reading by reading", len(batch))
-                for event, reading in zip(events, batch, strict=True):
+                for item in _items(event):
                     try:
-                        await apply([event], [reading])
-                    except Exception as exc:
-                        await dead_letter(event.value, f"internal_error:{exc!r}"[:200],
-                                          event.message)
+                        batch.append(Reading.from_json(item.raw))
+                    except InputError as exc:  # only our own bytes come here: a bug, not a loss
+                        await dead_letter(item.raw, f"internal_error:{exc}"[:200], event.message)
+                        continue
+                    items.append(item)
+            for start in range(0, len(batch), worker.batch_size):
+                end = start + worker.batch_size
+                await score_chunk(items[start:end], batch[start:end])
+
+    async def score_chunk(items: list[_Item], batch: list[Reading]) -> None:
+        metrics.batch_size.observe(len(batch))
+        await observe_arrivals(items, batch)
+        try:
+            await apply(items, batch)
+        except Exception:
+            log.exception("batch of %d failed; retrying reading by reading", len(batch))
+            for item, reading in zip(items, batch, strict=True):
+                try:
+                    await apply([item], [reading])
+                except Exception as exc:
+                    await dead_letter(item.raw, f"internal_error:{exc!r}"[:200],
+                                      item.event.message)
 
     async def send_silence(meter, event) -> None:
         alert = silence_alert(meter, event, bundle_version=scorer.bundle.version,
@@ -193,12 +205,13 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
         metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
         recent_alerts.appendleft(alert.to_dict())
 
-    async def observe_arrivals(events, batch: list[Reading]) -> None:
+    async def observe_arrivals(items: list[_Item], batch: list[Reading]) -> None:
         """Arrival times for silence, recent readings for the page; never stops scoring."""
         try:
             now = time.time()
-            for event, r in zip(events, batch, strict=True):
-                meter_partition[r.meter_id] = (event.message.topic, event.message.partition)
+            for item, r in zip(items, batch, strict=True):
+                meter_partition[r.meter_id] = (item.event.message.topic,
+                                               item.event.message.partition)
                 recent_readings.setdefault(r.meter_id, deque(maxlen=RECENT_READINGS)).append(
                     (r.ts, r.value))
                 back = silence.seen(r.meter_id, now, r.interval_s, ts_ms=r.ts,
@@ -326,14 +339,60 @@ def _web_file(name: str) -> str:
     return (resources.files("stream_app") / "web" / name).read_text(encoding="utf-8")
 
 
-def _source(event) -> tuple[str, int]:
-    """(source topic:partition, offset) of a re-keyed reading; its own position if absent."""
+class _Group:
+    """The readings of one meter from one source partition in one ingest batch: one internal
+    message. Each reading's source position travels along, so a source event read again after
+    a crash is recognised as already applied, whatever its copy's offset on the internal topic."""
+
+    def __init__(self):
+        self.lines: list[bytes] = []
+        self.offsets: list[int] = []
+        self.times: list[int] = []  # source Kafka timestamps, ms
+        self.where = ""
+
+    def add(self, reading: Reading, message) -> None:
+        self.where = f"{message.topic}:{message.partition}"
+        self.lines.append(reading.to_json())
+        self.offsets.append(message.offset)
+        self.times.append(int(message.timestamp * 1000))
+
+    def value(self) -> bytes:
+        return b"\n".join(self.lines)  # compact JSON has no newline
+
+    def timestamp(self) -> float:
+        return self.times[0] / 1000
+
+    def source(self) -> bytes:
+        return json.dumps({"p": self.where, "o": self.offsets, "t": self.times},
+                          separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One reading of an internal message: its bytes, source position and arrival time."""
+
+    raw: bytes
+    event: object  # the Faust event of the internal message (table writes bind to it)
+    position: tuple[str, int]  # (source "topic:partition", offset)
+    arrived: float  # when the source event reached Kafka, epoch s
+
+
+def _items(event) -> list[_Item]:
+    """The readings of an internal message; a message without the source header (one reading,
+    from an older worker) stands for itself."""
     headers = event.message.headers or {}
-    raw = dict(headers).get(SOURCE) if not isinstance(headers, dict) else headers.get(SOURCE)
-    if raw:
-        where, _, offset = raw.decode().rpartition(":")
-        return where, int(offset)
-    return f"{event.message.topic}:{event.message.partition}", event.message.offset
+    header = dict(headers).get(SOURCE) if not isinstance(headers, dict) else headers.get(SOURCE)
+    lines = event.value.split(b"\n")
+    try:
+        source = json.loads(header) if header else None
+        if source is not None and len(source["o"]) == len(lines) == len(source["t"]):
+            return [_Item(line, event, (source["p"], offset), t / 1000) for line, offset, t
+                    in zip(lines, source["o"], source["t"], strict=True)]
+    except (ValueError, TypeError, KeyError):
+        pass
+    message = event.message
+    where = f"{message.topic}:{message.partition}"
+    return [_Item(line, event, (where, message.offset), message.timestamp) for line in lines]
 
 
 class _current:

@@ -84,14 +84,40 @@ def _fetch_jars(cache: Path, libs: Path) -> None:
     (cache / "complete").write_text(f"{time.monotonic() - t0:.1f} s\n")
 
 
+def write_tls_files(folder: Path) -> None:
+    """A throw-away CA (`ca.pem`) and, signed by it, a certificate for 127.0.0.1 and localhost
+    with its unencrypted key (`broker.pem`), made with the openssl CLI (~0.1 s)."""
+    if shutil.which("openssl") is None:
+        raise BrokerUnavailable("a TLS listener needs the `openssl` CLI to make its certificate")
+    folder.mkdir(parents=True, exist_ok=True)
+    key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7"
+    ca = "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+    sign = "-CA ca.pem -CAkey ca.key -CAcreateserial -days 7"
+    steps = [
+        f"req -x509 {key} {ca} -keyout ca.key -out ca.pem -subj /CN=meterwatch-test-CA",
+        f"req {key} -keyout broker.key -out broker.csr -subj /CN=localhost",
+        f"x509 -req -in broker.csr {sign} -out broker.crt -extfile san.ext",
+    ]
+    # Clients check the name they dialled (librdkafka and Python's ssl both do by default).
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for step in steps:
+        done = subprocess.run(
+            ["openssl", *step.split()], cwd=folder, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise BrokerUnavailable(f"openssl {step.split()[0]} failed:\n{done.stderr[-2000:]}")
+    pem = (folder / "broker.key").read_text() + (folder / "broker.crt").read_text()
+    (folder / "broker.pem").write_text(pem)
+
+
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners={listeners}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=4
@@ -110,6 +136,13 @@ group.min.session.timeout.ms=1000
 auto.create.topics.enable=false
 """
 
+# The SSL listener's key and certificate chain, one PEM file (Kafka reads PEM since 2.7); no
+# client certificates are asked for, so no truststore.
+_TLS_PROPERTIES = """\
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+"""
+
 _LOG4J2 = """\
 status = warn
 appender.out.type = Console
@@ -125,7 +158,9 @@ class ApacheKafkaBroker(ProcessBroker):
     """Apache Kafka (KRaft broker+controller, one node) on 127.0.0.1 from the cached jars.
 
     `data_dir` keeps the log across `restart()` and across instances; without it a temporary
-    directory is used and removed by `stop()`.
+    directory is used and removed by `stop()`. `tls=True` adds an SSL listener (`tls_bootstrap`)
+    whose certificate is signed by a throw-away CA (`ca_file`, made in `workdir/tls` once);
+    clients reach it with `tls_client_config`. PLAINTEXT (`bootstrap`) stays as it is.
     """
 
     kind = "kafka"
@@ -137,17 +172,21 @@ class ApacheKafkaBroker(ProcessBroker):
         heap: str = "512m",
         *,
         startup_timeout: float = 90.0,
+        tls: bool = False,
     ):
         self.classpath = kafka_classpath()
         self.port = port or free_port()
         self.controller_port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.tls_port = free_port() if tls else None
+        self.tls_bootstrap = f"127.0.0.1:{self.tls_port}" if tls else None
         self.heap = heap
         self.startup_timeout = startup_timeout
         self._owns_dir = data_dir is None
         self.workdir = Path(data_dir or tempfile.mkdtemp(prefix="meterwatch-kafka-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "broker.log"
+        self.ca_file = self.workdir / "tls" / "ca.pem" if tls else None
         try:
             self._configure()
             self._start(
@@ -169,13 +208,32 @@ class ApacheKafkaBroker(ProcessBroker):
             *args,
         ]
 
+    @property
+    def tls_client_config(self) -> dict:
+        """confluent_kafka settings that reach the SSL listener and trust its CA."""
+        if self.tls_bootstrap is None:
+            raise BrokerUnavailable("this broker was started without tls=True")
+        return {
+            "bootstrap.servers": self.tls_bootstrap,
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(self.ca_file),
+        }
+
     def _configure(self) -> None:
         """Write server.properties (ports may change per instance) and format the log once."""
         log_dir = self.workdir / "log"
+        listeners = f"PLAINTEXT://127.0.0.1:{self.port}"
+        properties = ""
+        if self.ca_file is not None:
+            if not (self.ca_file.parent / "broker.pem").exists():
+                write_tls_files(self.ca_file.parent)
+            listeners += f",SSL://127.0.0.1:{self.tls_port}"
+            properties = _TLS_PROPERTIES.format(keystore=self.ca_file.parent / "broker.pem")
         (self.workdir / "server.properties").write_text(
             _SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, log_dir=log_dir
+                listeners=listeners, controller_port=self.controller_port, log_dir=log_dir
             )
+            + properties
         )
         (self.workdir / "log4j2.properties").write_text(_LOG4J2)
         if (log_dir / "meta.properties").exists():

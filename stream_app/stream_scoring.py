@@ -167,15 +167,15 @@ class StreamScorer:
         actual = row.values[-w:]
         normaliser = histories[row.reading.meter_id].normaliser
         expected = detector.expected_readings((model, w), k, scores, actual, normaliser)
-        errors = {f.replace("/", "@"): round(float(scores.errors[k, i]), 6)
-                  for i, f in enumerate(detector.feature_order)}
+        errors = dict(zip((f.replace("/", "@") for f in detector.feature_order),
+                          np.round(scores.errors[k], 6).tolist(), strict=True))
         reading = row.reading
         return Detection(
             category=reading.category, window_size=w, model=model,
             zscore=round(float(scores.z[k]), 4), threshold=float(scores.limit[k]),
             if_score=round(float(scores.score[k]), 6), dtw_error=errors,
-            expected=tuple(round(float(x), 4) for x in expected),
-            actual=tuple(round(float(x), 4) for x in actual),
+            expected=tuple(np.round(expected, 4).tolist()),
+            actual=tuple(np.round(actual, 4).tolist()),
             site=reading.site, company=reading.company, interval_s=reading.interval_s,
             reason=detector.reason_text(feature, float(scores.excess[k])),
         )

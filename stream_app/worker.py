@@ -26,7 +26,6 @@ log = logging.getLogger("meterwatch.worker")
 
 def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     check_broker_support(kafka, worker)
-    check_session_timeout(kafka, worker)
     registry = None
     if worker.model_root is not None:
         registry = Registry(worker.model_root, providers=worker.onnx_providers)
@@ -38,6 +37,7 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     topics = [worker.readings_topic, worker.alerts_topic, worker.dlq_topic, worker.feedback_topic]
     if worker.input_topic:
         topics.append(worker.input_topic)
+    check_session_timeout(kafka, worker)
     create_topics(kafka.confluent_config(), topics, worker.partitions)
     log.info("kafka %s", kafka.redacted())
     log.info("bundle %s, windows %s, models %s, provider %s", bundle.version,
