@@ -43,7 +43,6 @@ SOURCE = "meterwatch-source"  # header of an internal message: its readings' sou
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
-RECENT_READINGS = 192  # per meter: two days of 15-min readings around an alert's window
 SILENCE_CHECK_S = 1.0  # how often silent meters are looked for
 
 
@@ -111,7 +110,6 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     last_offsets: dict = {}
     # live page (GET / and /api/...) and silent meters: memory only, this worker's meters
     recent_alerts: deque = deque(maxlen=RECENT_ALERTS)  # newest first
-    recent_readings: dict[str, deque] = {}  # meter -> (ts ms, kWh)
     silence = SilenceTracker(worker.silence_factor)
     meter_partition: dict[str, tuple] = {}  # meter -> (topic, partition) its readings come on
 
@@ -206,14 +204,12 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
         recent_alerts.appendleft(alert.to_dict())
 
     async def observe_arrivals(items: list[_Item], batch: list[Reading]) -> None:
-        """Arrival times for silence, recent readings for the page; never stops scoring."""
+        """Arrival times and partitions for silent meters; never stops scoring."""
         try:
             now = time.time()
             for item, r in zip(items, batch, strict=True):
                 meter_partition[r.meter_id] = (item.event.message.topic,
                                                item.event.message.partition)
-                recent_readings.setdefault(r.meter_id, deque(maxlen=RECENT_READINGS)).append(
-                    (r.ts, r.value))
                 back = silence.seen(r.meter_id, now, r.interval_s, ts_ms=r.ts,
                                     category=r.category, site=r.site, company=r.company)
                 if back is not None:
@@ -232,7 +228,6 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
         silence.forget(lost)
         for meter in lost:
             meter_partition.pop(meter, None)
-            recent_readings.pop(meter, None)
         for meter, event in silence.check(time.time()):
             await send_silence(meter, event)
 
@@ -326,12 +321,24 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     @app.page("/api/readings")
     async def readings_json(web, request):
         meter = request.query.get("meter", "")
-        return web.json({"meter_id": meter,
-                         "readings": [list(p) for p in recent_readings.get(meter, ())]})
+        raw = table.get(meter.encode()) if meter else None
+        return web.json({"meter_id": meter, "readings": _kept_readings(raw)})
 
     app.meterwatch = {"metrics": metrics, "scorer": scorer, "table": table,
                       "topics": {"alerts": alerts, "dlq": dlq, "readings": readings}}
     return app
+
+
+def _kept_readings(raw: bytes | None) -> list[list]:
+    """[epoch ms, kWh] of the history a meter's state keeps (its last max_window readings, gaps
+    filled): the live page draws an alert's window over them without a second copy in memory."""
+    if not raw:
+        return []
+    state = json.loads(raw)
+    history, step = state["h"], state["iv"]
+    n = len(history["values"])
+    return [[(history["last_ts"] - (n - 1 - i) * step) * 1000, v]
+            for i, v in enumerate(history["values"])]
 
 
 def _web_file(name: str) -> str:
