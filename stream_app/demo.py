@@ -145,7 +145,7 @@ def run_demo(meters: int = 8, days: int = 10, speed: float = 1000.0, seed: int =
         follower = threading.Thread(target=follow_alerts, daemon=True,
                                     args=(broker.bootstrap, "meter-alerts", alert_log, stop, True))
         follower.start()
-        sent_at = _produce(broker.bootstrap, series, topics, speed)
+        sent_at = produce_paced(broker.bootstrap, series, topics, speed)
         _wait_until_scored(web_port, sum(len(s.values) for s in series), timeout=60)
         time.sleep(1.0)
         stop.set()
@@ -163,14 +163,17 @@ def run_demo(meters: int = 8, days: int = 10, speed: float = 1000.0, seed: int =
             broker.stop()
 
 
-def _produce(bootstrap: str, series, topics: dict, speed: float) -> dict:
-    """Send every reading in time order at `speed` readings/s; returns send time per reading."""
+def produce_paced(bootstrap: str, series, topics: dict, speed: float,
+                  progress: bool = True) -> dict:
+    """Send every reading in time order at `speed` readings/s (inf: as fast as possible);
+    returns the wall-clock send time of each (meter_id, epoch ms)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     order = sorted((int(ts), k, i) for k, s in enumerate(series)
                    for i, ts in enumerate(s.timestamps))
     sent_at: dict = {}
     started = time.perf_counter()
-    for n, (ts, k, i) in enumerate(tqdm(order, desc="readings", unit="rd", smoothing=0.1)):
+    for n, (ts, k, i) in enumerate(tqdm(order, desc="readings", unit="rd", smoothing=0.1,
+                                        disable=not progress)):
         s = series[k]
         key, value = encode_reading(s.meter_id, ts * 1000, float(s.values[i]), s.category)
         producer.produce(topics[s.meter_id], value=value, key=key)

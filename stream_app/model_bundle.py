@@ -43,7 +43,7 @@ _SCHEMA: dict[str, Any] = {
     "feature_order": list,
     "feature_transform": str,
     "feature_stats": {"median": list, "scale": list},
-    "dtw": {"band": (int, type(None)), "normalise": bool},
+    "dtw": {"band": (int, type(None)), "normalise": bool, "measure": str},  # measure: optional
     "normalisation": {"default": _NORM, "meters": {"*": _NORM}},
     "warmup_readings": int,
     "decision": {"score_mean": float, "score_std": float, "limits": {"*": float},
@@ -96,6 +96,8 @@ def validate_manifest(manifest: dict) -> None:
     expected = [f"{m}/{w}" for w in manifest["window_sizes"] for m in manifest["models"]]
     if manifest["feature_order"] != expected:
         raise BundleError(f"feature_order {manifest['feature_order']} != {expected}")
+    if manifest["dtw"].get("measure", "dtw") not in ("dtw", "mse"):
+        raise BundleError(f"dtw.measure {manifest['dtw']['measure']!r}: 'dtw' or 'mse'")
     n = len(expected)
     stats = manifest["feature_stats"]
     if len(stats["median"]) != n or len(stats["scale"]) != n:

@@ -43,10 +43,11 @@ class BatchScores:
 
 def reconstruction_errors(
     reconstructor: Reconstructor, models: Sequence[str], windows: dict[int, np.ndarray],
-    band: int | None, normalise: bool, timings: dict | None = None,
+    band: int | None, normalise: bool, timings: dict | None = None, measure: str = "dtw",
 ) -> tuple[np.ndarray, dict]:
     """DTW errors (n, n_features) in feature order (window-major, then model) + reconstructions.
 
+    `measure` "mse" gives the mean squared error instead (only for the DTW-vs-MSE ablation).
     `timings`, when given, receives the seconds spent in inference and in DTW."""
     n = len(next(iter(windows.values())))
     errors = np.empty((n, len(models) * len(windows)), dtype=np.float64)
@@ -61,7 +62,10 @@ def reconstruction_errors(
         left = np.tile(x.astype(np.float64), (len(models), 1))
         right = np.concatenate(outs).astype(np.float64)
         started = time.perf_counter()
-        dist = dtw_batch(left, right, band=band, normalise=normalise)
+        if measure == "mse":
+            dist = np.mean((left - right) ** 2, axis=1)
+        else:
+            dist = dtw_batch(left, right, band=band, normalise=normalise)
         spent["dtw"] += time.perf_counter() - started
         errors[:, column:column + len(models)] = dist.reshape(len(models), n).T
         column += len(models)
@@ -92,6 +96,7 @@ class Detector:
         self.feature_order: list[str] = manifest["feature_order"]
         self.band = manifest["dtw"]["band"]
         self.normalise_dtw = manifest["dtw"]["normalise"]
+        self.measure = manifest["dtw"].get("measure", "dtw")
         stats = manifest["feature_stats"]
         self._median = np.asarray(stats["median"], dtype=np.float64)
         self._scale = np.asarray(stats["scale"], dtype=np.float64)
@@ -104,7 +109,7 @@ class Detector:
 
     def errors(self, windows: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
         return reconstruction_errors(self.reconstructor, self.bundle.models, windows,
-                                     self.band, self.normalise_dtw, self.timings)
+                                     self.band, self.normalise_dtw, self.timings, self.measure)
 
     @staticmethod
     def features(errors: np.ndarray) -> np.ndarray:
@@ -122,7 +127,7 @@ class Detector:
 
     def reason_text(self, feature_index: int, excess: float) -> str:
         model, window = self.feature_order[feature_index].split("/")
-        return f"window {window} ({model}): DTW error {excess:.1f}x typical"
+        return f"window {window} ({model}): {self.measure.upper()} error {excess:.1f}x typical"
 
     def expected_readings(
         self, model_window: tuple[str, int], row: int, scores: BatchScores,

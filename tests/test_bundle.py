@@ -54,6 +54,7 @@ def test_reload_gives_identical_scores(tiny_bundle, sim_series):
     (lambda p: _edit_manifest(p, lambda m: m.update(surprise=1)), "unknown field 'surprise'"),
     (lambda p: _edit_manifest(p, lambda m: m["dtw"].update(bandwidth=3)),
      "unknown field 'dtw.bandwidth'"),
+    (lambda p: _edit_manifest(p, lambda m: m["dtw"].update(measure="mae")), "'dtw' or 'mse'"),
     (lambda p: _edit_manifest(p, lambda m: m.update(schema_version=99)), "schema_version 99"),
     (lambda p: _edit_manifest(p, lambda m: m.update(window_sizes="24")), "wrong type"),
     (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
@@ -68,3 +69,42 @@ def test_bad_bundle_is_refused_with_one_clear_message(bundle_copy, tamper, messa
 def test_forest_is_loaded_without_pickle(tiny_bundle):
     with np.load(tiny_bundle.path / "forest.npz", allow_pickle=False) as arrays:
         assert all(a.dtype != object for a in arrays.values())
+
+
+def test_the_mse_ablation_measures_the_mean_squared_reconstruction_error(tiny_bundle, sim_series):
+    from stream_app.scoring import reconstruction_errors
+
+    detector = Detector(tiny_bundle)
+    rows = sim_series[0][0].values[:200]
+    rows = np.lib.stride_tricks.sliding_window_view((rows - rows.mean()) / rows.std(), 24)
+    windows = detector.trailing_windows(rows)
+    mse, recons = reconstruction_errors(detector.reconstructor, tiny_bundle.models, windows,
+                                        None, True, measure="mse")
+    dtw, _ = detector.errors(windows)
+    for i, feature in enumerate(detector.feature_order):
+        model, w = feature.split("/")
+        expected = np.mean((windows[int(w)] - recons[(model, int(w))]) ** 2, axis=1)
+        np.testing.assert_allclose(mse[:, i], expected, rtol=1e-5)
+    assert (dtw <= mse * 24 + 1e-9).all() and not np.allclose(dtw, mse)  # DTW warps: not the same
+
+
+@pytest.mark.slow
+def test_mi_fgsm_calibration_follows_the_profile_unless_told(sim_series, tmp_path):
+    """`generic` has no explicit limits and augmentation off: its base limit is the profile's
+    3.0; asked for MI-FGSM, the base limit is chosen on adversarial rows instead."""
+    from stream_app.profiles import load_profile
+    from training.pipeline import TrainOptions, train_bundle
+    from training.train import TrainConfig
+
+    small = TrainConfig(epochs=1, max_train_windows=300)
+    decisions = {}
+    for adversarial in (None, True):
+        options = TrainOptions(window_sizes=(16,), models=("lstm",), train=small,
+                               n_estimators=20, adversarial=adversarial, version="t")
+        bundle = train_bundle(sim_series[0][:2], tmp_path / str(adversarial),
+                              load_profile("generic"), options)
+        decisions[adversarial] = bundle.manifest["decision"]
+    assert decisions[None]["calibration"] == "usage_ratios"
+    assert decisions[None]["base_limit"] == 3.0
+    assert decisions[True]["calibration"] == "mi_fgsm_f1"
+    assert 1.5 <= decisions[True]["base_limit"] <= 6.0

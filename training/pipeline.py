@@ -9,8 +9,10 @@
 5. feature rows (DTW errors of every model/window at a reading) through the runtime's own
    scorer; the Isolation Forest is fitted on training rows;
 6. decision: z-scores of the forest score against held-out normal rows; the category limits
-   come from the profile, or from a base limit chosen on normal vs MI-FGSM adversarial rows
-   (the scarce anomaly class) and the usage-ratio formula (stream_app.thresholds);
+   come from the profile, or from a base limit and the usage-ratio formula
+   (stream_app.thresholds); the base limit is the profile's, or, where the profile enables
+   augmentation, the one that best separates normal from MI-FGSM adversarial rows (the
+   scarce anomaly class);
 7. manifest.json with the SHA-256 of every file; the bundle is loaded back and verified.
 """
 
@@ -51,6 +53,8 @@ class TrainOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     n_estimators: int = 200
     band: int | None = None
+    error_measure: str = "dtw"  # or "mse": the plain squared error, for the ablation
+    adversarial: bool | None = None  # MI-FGSM calibration; None: the profile's augmentation.enabled
     name: str = "bundle"
     version: str = ""
     seed: int = 0
@@ -168,7 +172,8 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
 
     def errors_of(rows_: np.ndarray) -> np.ndarray:
         windows = {w: np.ascontiguousarray(rows_[:, -w:]) for w in sizes}
-        return reconstruction_errors(reconstructor, layout.models, windows, options.band, True)[0]
+        return reconstruction_errors(reconstructor, layout.models, windows, options.band, True,
+                                     measure=options.error_measure)[0]
 
     train_rows, _ = rows("train", MAX_FEATURE_ROWS)
     val_rows, val_owner = rows("val", MAX_FEATURE_ROWS // 2)
@@ -202,13 +207,14 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     z_val = decision.zscores(val_scores, val_category)
     z_adv = decision.zscores(forest.score(adv_feats), val_category[adv_index])
     best_base, f1_adv = _best_base_limit(z_val, z_adv)
+    adversarial = aug.enabled if options.adversarial is None else options.adversarial
     if profile.explicit_limits is not None:
         limits, calibration = dict(profile.limits), "profile"
         base = float(profile.base_limit)
     else:
-        base = best_base
+        base = best_base if adversarial else float(profile.base_limit)
         limits = calibrate_limits(base, profile.usage_ratios, profile.gamma)
-        calibration = "mi_fgsm_f1"
+        calibration = "mi_fgsm_f1" if adversarial else "usage_ratios"
 
     manifest = {
         "schema_version": 1,
@@ -222,7 +228,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         "feature_order": [f"{m}/{w}" for w in sizes for m in options.models],
         "feature_transform": "log",
         "feature_stats": {"median": median.tolist(), "scale": scale.tolist()},
-        "dtw": {"band": options.band, "normalise": True},
+        "dtw": {"band": options.band, "normalise": True, "measure": options.error_measure},
         "normalisation": {
             "default": Normaliser.fit(np.concatenate([m.series.values for m in meters]))
             .to_dict(),
