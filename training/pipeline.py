@@ -10,7 +10,8 @@
    scorer; the Isolation Forest is fitted on training rows;
 6. decision: z-scores of the forest score against held-out normal rows; the category limits
    come from the profile, or from a base limit and the usage-ratio formula
-   (stream_app.thresholds); the base limit is the profile's, or, where the profile enables
+   (stream_app.thresholds); the base limit is the profile's, lowered to the 99.5th percentile
+   of held-out normal z-scores when those never reach it, or, where the profile enables
    augmentation, the one that best separates normal from MI-FGSM adversarial rows (the
    scarce anomaly class);
 7. manifest.json with the SHA-256 of every file; the bundle is loaded back and verified.
@@ -44,6 +45,8 @@ VALIDATION_SHARE = 0.2
 MAX_FEATURE_ROWS = 20_000  # Isolation Forest rows: plenty for a 1-6 feature forest
 ADVERSARIAL_ROWS = 1_000
 MIN_CATEGORY_ROWS = 200  # fewer normal rows than this: the category uses the pooled statistics
+NORMAL_QUANTILE = 0.995  # without MI-FGSM: the base limit at most this quantile of normal z
+MIN_BASE_LIMIT = 1.5
 
 
 @dataclass
@@ -211,10 +214,16 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     if profile.explicit_limits is not None:
         limits, calibration = dict(profile.limits), "profile"
         base = float(profile.base_limit)
-    else:
-        base = best_base if adversarial else float(profile.base_limit)
+    elif adversarial:
+        base, calibration = best_base, "mi_fgsm_f1"
         limits = calibrate_limits(base, profile.usage_ratios, profile.gamma)
-        calibration = "mi_fgsm_f1" if adversarial else "usage_ratios"
+    else:
+        # a forest score is bounded, and so is its z-score: a base limit that held-out normal
+        # rows never come near is out of reach of most anomalies too
+        reach = float(np.quantile(z_val, NORMAL_QUANTILE))
+        base = float(np.clip(reach, MIN_BASE_LIMIT, profile.base_limit))
+        calibration = "usage_ratios" if base == profile.base_limit else "normal_quantile"
+        limits = calibrate_limits(base, profile.usage_ratios, profile.gamma)
 
     manifest = {
         "schema_version": 1,

@@ -4,7 +4,9 @@ A profile (`stream_app/profiles/<name>.json`) carries, for one industry:
 
     name, description     identification
     limits                z-score limit per usage category, or null to compute them
-    base_limit            global limit used when `limits` is null (thresholds.calibrate_limits)
+    base_limit            global limit used when `limits` is null (thresholds.calibrate_limits);
+                          training lowers it to the 99.5th percentile of held-out normal
+                          z-scores when those never reach it (training/pipeline.py)
     usage_ratios          expected share of consumption per category (positive, sum 1)
     gamma                 how much a category's share moves its calibrated limit
     augmentation          {"method": "mi_fgsm", "epsilon", "momentum", "steps", "enabled"}
