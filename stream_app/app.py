@@ -27,6 +27,7 @@ from importlib import resources
 import faust
 
 from stream_app.errors import InputError
+from stream_app.exactly_once import one_transaction_per_worker
 from stream_app.feedback import decode_feedback
 from stream_app.metrics import WorkerMetrics
 from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
@@ -79,6 +80,8 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     metrics = metrics or WorkerMetrics()
     if kafka.is_tansu:
         _tansu_fetch_wait()
+    if worker.processing_guarantee == "exactly_once":
+        one_transaction_per_worker()
     app = faust.App(
         worker.app_id,
         **kafka.faust_kwargs(),

@@ -52,11 +52,15 @@ class Run:
         wait_for_worker(proc, port, log, timeout=120)
         return proc, port
 
-    def produce(self, messages):
+    def produce(self, messages, rate: float | None = None):
+        """Send (topic, key, value) messages; at `rate` messages/s when given."""
         producer = Producer({"bootstrap.servers": self.broker.bootstrap, "linger.ms": 5})
-        for topic, key, value in messages:
+        started = time.monotonic()
+        for n, (topic, key, value) in enumerate(messages):
             producer.produce(topic, key=key, value=value)
             producer.poll(0)
+            if rate and (ahead := n / rate - (time.monotonic() - started)) > 0:
+                time.sleep(ahead)
         assert producer.flush(30) == 0
 
     def consume(self, topic: str, until, timeout: float = 90.0) -> list[dict]:
