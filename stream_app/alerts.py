@@ -27,6 +27,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
+import orjson
+
 from stream_app.errors import ConfigError
 from stream_app.records import DEFAULT_INTERVAL_S, ms_to_iso
 
@@ -189,13 +191,13 @@ class AlertTracker:
     def state(self, meter_id: str) -> dict | None:
         """The meter's state as a small JSON-able dict (None if never seen): for a Faust table."""
         state = self._meters.get(meter_id)
-        return None if state is None else json.loads(json.dumps(state))
+        return None if state is None else _copy(state)
 
     def load_state(self, meter_id: str, state: Mapping | None) -> None:
         if state is None:
             self._meters.pop(meter_id, None)
         else:
-            self._meters[meter_id] = json.loads(json.dumps(state))
+            self._meters[meter_id] = _copy(state)
 
     def open_alerts(self) -> dict[str, str]:
         """meter_id -> alert_id of every episode not yet resolved."""
@@ -251,3 +253,7 @@ def _summary(details: Detection, ts: int) -> dict:
     summary["ts"] = ts
     return summary
 
+
+def _copy(state: Mapping) -> dict:
+    """A deep, JSON-clean copy of a meter's alert state (per meter per batch: orjson)."""
+    return orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))

@@ -2,12 +2,9 @@
 
     input topics (regex `meter\\..+`, or one keyed topic)
         -> ingest: decode + validate each event; bad ones -> dead-letter topic with the reason
-        -> internal topic keyed by meter_id (co-partitioned with the table): one message per
-           meter and source partition per ingest batch, its readings one JSON line each
+        -> internal topic, partitioned by meter_id (co-partitioned with the table): one
+           message per internal partition per ingest batch (stream_app/rekey.py)
         -> score: batches (size and time bound) -> StreamScorer -> table + alerts topic
-
-Batching the internal hop matters: every Kafka message costs Faust a fixed overhead on both
-sides, and a backfill or a busy meter then pays it once per batch instead of once per reading.
 
 Faust acks an event whose agent raised, so no exception may escape an agent: a batch that fails
 is retried reading by reading, and a reading that still fails goes to the dead-letter topic with
@@ -21,7 +18,6 @@ import logging
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass
 from importlib import resources
 
 import faust
@@ -31,6 +27,8 @@ from stream_app.exactly_once import one_transaction_per_worker
 from stream_app.feedback import decode_feedback
 from stream_app.metrics import WorkerMetrics
 from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
+from stream_app.rekey import SOURCE, Group, Item, internal_partition
+from stream_app.rekey import items as items_of
 from stream_app.reload import BundleWatcher
 from stream_app.scoring import Detector
 from stream_app.settings import KafkaSettings, WorkerSettings
@@ -40,7 +38,6 @@ from stream_app.stream_scoring import StreamScorer
 log = logging.getLogger("meterwatch.worker")
 
 STATE_TABLE = "meter-state"
-SOURCE = "meterwatch-source"  # header of an internal message: its readings' source positions
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
@@ -126,7 +123,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     @app.agent(source)
     async def ingest(stream):
         async for events in stream.take_events(worker.batch_size, within=worker.batch_max_wait_s):
-            groups: dict[tuple, _Group] = {}  # (meter, source topic, partition) -> its readings
+            groups: dict[int, Group] = {}  # internal partition -> its readings
             for event in events:
                 message = event.message
                 metrics.readings_in.inc()
@@ -138,13 +135,13 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                 if isinstance(result, Rejected):
                     await dead_letter(event.value, result, message)
                     continue
-                where = (result.meter_id, message.topic, message.partition)
-                groups.setdefault(where, _Group()).add(result, message)
-            for (meter, _, _), group in groups.items():
-                await readings.send(key=meter.encode(), value=group.value(),
-                                    timestamp=group.timestamp(), headers={SOURCE: group.source()})
+                partition = internal_partition(result.meter_id, worker.partitions)
+                groups.setdefault(partition, Group()).add(result, message)
+            for partition, group in groups.items():
+                await readings.send(key=None, partition=partition, value=group.value(),
+                                    timestamp=group.timestamp(), headers={SOURCE: group.header()})
 
-    async def apply(items: list[_Item], batch: list[Reading]) -> None:
+    async def apply(items: list[Item], batch: list[Reading]) -> None:
         meters = {r.meter_id for r in batch}
         states = {m: table.get(m.encode()) for m in meters}
         result = scorer.process(batch, states, positions=[i.position for i in items])
@@ -174,7 +171,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             items, batch = [], []
             for event in events:
                 last_offsets[(event.message.topic, event.message.partition)] = event.message.offset
-                for item in _items(event):
+                for item in items_of(event):
                     try:
                         batch.append(Reading.from_json(item.raw))
                     except InputError as exc:  # only our own bytes come here: a bug, not a loss
@@ -185,7 +182,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                 end = start + worker.batch_size
                 await score_chunk(items[start:end], batch[start:end])
 
-    async def score_chunk(items: list[_Item], batch: list[Reading]) -> None:
+    async def score_chunk(items: list[Item], batch: list[Reading]) -> None:
         metrics.batch_size.observe(len(batch))
         await observe_arrivals(items, batch)
         try:
@@ -206,7 +203,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
         metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
         recent_alerts.appendleft(alert.to_dict())
 
-    async def observe_arrivals(items: list[_Item], batch: list[Reading]) -> None:
+    async def observe_arrivals(items: list[Item], batch: list[Reading]) -> None:
         """Arrival times and partitions for silent meters; never stops scoring."""
         try:
             now = time.time()
@@ -347,62 +344,6 @@ def _kept_readings(raw: bytes | None) -> list[list]:
 def _web_file(name: str) -> str:
     """A file of the live alert page (package data: stream_app/web/)."""
     return (resources.files("stream_app") / "web" / name).read_text(encoding="utf-8")
-
-
-class _Group:
-    """The readings of one meter from one source partition in one ingest batch: one internal
-    message. Each reading's source position travels along, so a source event read again after
-    a crash is recognised as already applied, whatever its copy's offset on the internal topic."""
-
-    def __init__(self):
-        self.lines: list[bytes] = []
-        self.offsets: list[int] = []
-        self.times: list[int] = []  # source Kafka timestamps, ms
-        self.where = ""
-
-    def add(self, reading: Reading, message) -> None:
-        self.where = f"{message.topic}:{message.partition}"
-        self.lines.append(reading.to_json())
-        self.offsets.append(message.offset)
-        self.times.append(int(message.timestamp * 1000))
-
-    def value(self) -> bytes:
-        return b"\n".join(self.lines)  # compact JSON has no newline
-
-    def timestamp(self) -> float:
-        return self.times[0] / 1000
-
-    def source(self) -> bytes:
-        return json.dumps({"p": self.where, "o": self.offsets, "t": self.times},
-                          separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One reading of an internal message: its bytes, source position and arrival time."""
-
-    raw: bytes
-    event: object  # the Faust event of the internal message (table writes bind to it)
-    position: tuple[str, int]  # (source "topic:partition", offset)
-    arrived: float  # when the source event reached Kafka, epoch s
-
-
-def _items(event) -> list[_Item]:
-    """The readings of an internal message; a message without the source header (one reading,
-    from an older worker) stands for itself."""
-    headers = event.message.headers or {}
-    header = dict(headers).get(SOURCE) if not isinstance(headers, dict) else headers.get(SOURCE)
-    lines = event.value.split(b"\n")
-    try:
-        source = json.loads(header) if header else None
-        if source is not None and len(source["o"]) == len(lines) == len(source["t"]):
-            return [_Item(line, event, (source["p"], offset), t / 1000) for line, offset, t
-                    in zip(lines, source["o"], source["t"], strict=True)]
-    except (ValueError, TypeError, KeyError):
-        pass
-    message = event.message
-    where = f"{message.topic}:{message.partition}"
-    return [_Item(line, event, (where, message.offset), message.timestamp) for line in lines]
 
 
 class _current:

