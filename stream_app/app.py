@@ -22,11 +22,12 @@ from importlib import resources
 
 import faust
 
+from stream_app.dead_letters import dead_letter_bytes
 from stream_app.errors import InputError
 from stream_app.exactly_once import one_transaction_per_worker
 from stream_app.feedback import decode_feedback
 from stream_app.metrics import WorkerMetrics
-from stream_app.records import Reading, Rejected, dead_letter_bytes, decode_reading
+from stream_app.records import Reading, Rejected, decode_reading
 from stream_app.rekey import SOURCE, Group, Item, internal_partition
 from stream_app.rekey import items as items_of
 from stream_app.reload import BundleWatcher

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from stream_app.alerts import AlertTracker, Detection
+from stream_app.dead_letters import DeadLetter, dead_letter_bytes
 from stream_app.errors import InputError
 from stream_app.records import (
     MAX_VALUE_KWH,
     REASON_CODES,
-    DeadLetter,
     Reading,
     Rejected,
-    dead_letter_bytes,
     decode_reading,
     encode_reading,
     ms_to_iso,
