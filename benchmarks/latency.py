@@ -68,7 +68,10 @@ def _bucket_quantile(before: dict, after: dict, q: float) -> float:
 
 
 def _processed(port: int) -> float:
-    return metric_total(worker_metrics(port), "meterwatch_readings_outcome_total")
+    try:
+        return metric_total(worker_metrics(port), "meterwatch_readings_outcome_total")
+    except OSError:  # a busy worker may answer late: ask again
+        return 0.0
 
 
 def _wait(port: int, n: int, timeout: float) -> None:
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     meters, seconds = (100, 20) if args.quick else (200, 60)
     steps = int(args.rate * seconds / meters)
-    series, _ = simulate_with_events("metal", meters, -(-(WARMUP + steps) // 96), seed=13,
+    series, _ = simulate_with_events("metal", meters, -(-(WARMUP + steps) // 96) + 2, seed=13,
                                      anomalies_per_meter=2.0)
     for s in series:
         s.meter_id = f"lat-{os.getpid()}-{s.meter_id}"
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         started = time.perf_counter()
         sent_at = produce_paced(broker.bootstrap, [m for _, m in cut], topics, args.rate, False)
         achieved = len(sent_at) / (time.perf_counter() - started)
-        _wait(port, meters * (WARMUP + steps), 120)
+        _wait(port, meters * (WARMUP + steps), 300)
+        sustained = len(sent_at) / (time.perf_counter() - started)  # produced -> all processed
         time.sleep(1.0)
         after = _buckets(worker_metrics(port))
     finally:
@@ -137,13 +141,18 @@ def main(argv: list[str] | None = None) -> None:
                     args.quick), "",
              (f"{machine()}, shared. {meters} meters in per-meter topics, one worker (shipped "
               f"bundle, windows 96/24/16 x 2 models, batch wait 50 ms); {len(sent_at):,} "
-              f"readings produced at {achieved:,.0f}/s for {seconds} s after the warm-up."), "",
+              f"readings produced at {achieved:,.0f}/s for {seconds} s after the warm-up; the "
+              f"worker had processed them all at an average {sustained:,.0f}/s (from the first "
+              "produced to the last processed). The broker, the producer and the alert "
+              "consumer share the machine's cores with the worker."), "",
              "| measure | p50 ms | p99 ms | samples |", "|---|---:|---:|---:|",
              f"| reading produced -> alert consumed | {p50:,.0f} | {p99:,.0f} | {len(latencies)} |",
              (f"| reading in Kafka -> its batch done (worker histogram, bucket bound) | <= {r50:,.0f}"
               f" | <= {r99:,.0f} | {len(sent_at):,} |"), "",
              (f"Target p99 <= 1,000 ms at 2,000 readings/s: "
-              f"{'met' if p99 <= 1000 else 'missed'} (p99 {p99:,.0f} ms)."), ""]
+              f"{'met' if p99 <= 1000 else 'missed'} (p99 {p99:,.0f} ms)." if args.rate == 2000
+              else f"(The target, p99 <= 1,000 ms, is set at 2,000 readings/s; this run is at "
+                   f"{args.rate:,.0f}/s.)"), ""]
     publish(lines, not args.no_write)
     print(f"latency_p99_ms: {p99:.0f}")
 

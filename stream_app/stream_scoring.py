@@ -132,10 +132,12 @@ class StreamScorer:
             self._score(rows, histories, result, produced)
             result.score_seconds = time.perf_counter() - started
         for meter, history in histories.items():
-            result.states[meter] = orjson.dumps({  # ~10x faster than json, same bytes
+            state = orjson.dumps({  # ~10x faster than json, the same bytes
                 "h": history.to_dict(), "a": self.tracker.state(meter),
                 "c": categories[meter], "iv": history.interval_s, "o": applied[meter],
             }, option=orjson.OPT_SERIALIZE_NUMPY)
+            # orjson's bytes keep their ~16 KiB write buffer: the table holds an exact copy
+            result.states[meter] = memoryview(state).tobytes()
             self.tracker.load_state(meter, None)  # the table holds it; keep no second copy
         return result
 

@@ -44,3 +44,27 @@ def test_redelivered_readings_are_duplicates_and_change_nothing(tiny_bundle, sim
     _, _ = run_batches(fresh, readings[:half], offsets[:half], fresh_states)
     expected, _ = run_batches(fresh, readings[half:], offsets[half:], fresh_states)
     assert [(a.alert_id, a.status) for a in rest] == [(a.alert_id, a.status) for a in expected]
+
+
+def test_a_meters_state_takes_the_memory_of_its_bytes_only(tiny_bundle, sim_series):
+    """The table keeps every meter's state bytes for as long as the worker runs: they must not
+    carry a serializer's spare buffer (orjson's bytes keep ~16 KiB unless copied)."""
+    import tracemalloc
+
+    series = sim_series[0][0]
+    readings = readings_of(series)[:120]
+    scorer = StreamScorer(Detector(tiny_bundle))
+    states: dict = {}
+    run_batches(scorer, readings, list(range(len(readings))), states)
+    template = states[series.meter_id]
+    meters = [f"m-{i}" for i in range(300)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = scorer.process([Reading(m, readings[-1].ts + 900_000, 1.0, series.category)
+                               for m in meters], dict.fromkeys(meters, template)).states
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    size = sum(len(v) for v in kept.values())
+    assert held < 2 * size + 100_000, (held, size)
