@@ -21,6 +21,10 @@ except ImportError:  # pragma: no cover - depends on the installed extra
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# On CPU a batch is run in chunks of about this many values (rows x window): 64 windows of 96
+# samples ran 11-25 % faster per window than 256 at once (the recurrent layers' working set
+# stays in cache); short windows are unaffected. A GPU takes the whole batch.
+CPU_CHUNK_VALUES = 6144
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -61,6 +65,7 @@ class Reconstructor:
                 if len(shape) != 2 or shape[1] != window:
                     raise BundleError(f"{path.name} takes input {shape}, expected [batch, {window}]")
                 self._sessions[(model, window)] = (session, session.get_inputs()[0].name)
+        self._on_cpu = self.active_provider == CPU
 
     @property
     def active_provider(self) -> str:
@@ -72,4 +77,8 @@ class Reconstructor:
         if len(windows) == 0:
             return np.empty((0, window), dtype=np.float32)
         batch = np.ascontiguousarray(windows, dtype=np.float32)
-        return session.run(None, {name: batch})[0]
+        rows = len(batch) if not self._on_cpu else max(1, CPU_CHUNK_VALUES // window)
+        if len(batch) <= rows:
+            return session.run(None, {name: batch})[0]
+        return np.concatenate([session.run(None, {name: batch[start:start + rows]})[0]
+                               for start in range(0, len(batch), rows)])

@@ -110,3 +110,17 @@ def test_mi_fgsm_calibration_follows_the_profile_unless_told(sim_series, tmp_pat
     assert (decisions[None]["base_limit"] == 3.0) == (decisions[None]["calibration"] == "usage_ratios")
     assert decisions[True]["calibration"] == "mi_fgsm_f1"
     assert 1.5 <= decisions[True]["base_limit"] <= 6.0
+
+
+def test_a_large_batch_is_reconstructed_in_cpu_chunks_with_the_same_result(tiny_bundle):
+    from stream_app import inference
+
+    reconstructor = Detector(tiny_bundle).reconstructor
+    windows = np.random.default_rng(3).normal(size=(1000, 24)).astype(np.float32)
+    assert 1000 > inference.CPU_CHUNK_VALUES // 24  # this batch is split
+    for model in tiny_bundle.models:
+        whole = reconstructor.reconstruct(model, 24, windows)
+        one_by_one = np.concatenate([reconstructor.reconstruct(model, 24, windows[i:i + 1])
+                                     for i in range(len(windows))])
+        assert whole.shape == (1000, 24)
+        np.testing.assert_allclose(whole, one_by_one, rtol=1e-5, atol=1e-6)
