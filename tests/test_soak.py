@@ -4,7 +4,8 @@ Every 5 s the worker's RSS, its consumer lag (meterwatch_consumer_lag) and its e
 latency histogram are sampled and printed. Assertions: after the warm-up (the first third) RSS
 grows by at most RSS_GROWTH_MIB, the lag over the second half does not grow (the worker keeps
 up), every reading gets a fate once the producer stops, and the accounting equation holds.
-The 10-minute run: `MW_SOAK_S=600 pytest -m soak -s`.
+The 10-minute run: `MW_SOAK_S=600 pytest -m soak -s`; with MW_SOAK_REPORT=1 a passing run also
+appends its figures to docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -86,6 +87,32 @@ class SteadyProducer(threading.Thread):
         assert producer.flush(30) == 0
 
 
+def report(seconds: float, sent: int, samples: list, growth: float, counters: dict) -> None:
+    """The run's figures as a section of docs/BENCHMARKS.md (samples: about 12 of them)."""
+    from benchmarks.report import header, machine, publish
+
+    every = max(1, len(samples) // 12)
+    rss = [s[1] for s in samples]
+    lags = [s[2] for s in samples if s[0] >= seconds / 2]
+    lines = [header(f"Soak: {METERS} meters at {RATE} readings/s for {seconds:.0f} s on kafka",
+                    False), "",
+             (f"{machine()}, shared. One worker (a small two-window bundle), one input topic of "
+              f"4 partitions; {sent:,} readings sent at a steady rate, worker sampled every "
+              f"{SAMPLE_S:.0f} s. Every reading accounted for: read {counters['in']:,.0f} = "
+              f"dead-lettered {sum(counters['invalid'].values()):,.0f} + outcomes "
+              + ", ".join(f"{k} {v:,.0f}" for k, v in sorted(counters["outcome"].items()))
+              + "."), "",
+             "| t s | RSS MiB | consumer lag | latency p50 s (bucket) | p99 s (bucket) | processed |",
+             "|---:|---:|---:|---:|---:|---:|",
+             *(f"| {t:.0f} | {r:.1f} | {lag:.0f} | {p50:.3f} | {p99:.3f} | {done:,.0f} |"
+               for t, r, lag, p50, p99, done in samples[::every]), "",
+             (f"RSS {min(rss):.1f} -> {max(rss):.1f} MiB; growth after the first third "
+              f"{growth:.1f} MiB (bound {RSS_GROWTH_MIB:.0f} MiB); consumer lag over the second "
+              f"half {min(lags):.0f}-{max(lags):.0f} records; worst p99 bucket "
+              f"{max(s[4] for s in samples):.3f} s."), ""]
+    publish(lines, True)
+
+
 def test_steady_load(kafka_broker, tiny_bundle, tmp_path, unique_name):
     seconds = soak_seconds()
     name = unique_name("mw").replace("_", "-")
@@ -121,5 +148,7 @@ def test_steady_load(kafka_broker, tiny_bundle, tmp_path, unique_name):
               f"the second half: {half}")
         assert growth <= RSS_GROWTH_MIB
         assert half[-1] <= max(2 * RATE, 1.5 * half[0]), "the worker falls behind"
+        if os.environ.get("MW_SOAK_REPORT"):
+            report(seconds, producer.sent, samples, growth, counters)
     finally:
         run.stop()
