@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
@@ -37,10 +38,26 @@ def header(title: str, quick: bool) -> str:
     return f"## {title} ({dt.date.today().isoformat()}{', --quick' if quick else ''})"
 
 
+def _kind(heading: str) -> str:
+    """A section's identity: its title and whether it was --quick, without the date."""
+    return re.sub(r" \(\d{4}-\d{2}-\d{2}(, --quick)?\)$", r"\1", heading.strip())
+
+
 def publish(lines: list[str], write: bool) -> None:
-    """Print the section; append it to docs/BENCHMARKS.md unless --no-write."""
+    """Print the section; unless --no-write, put it in docs/BENCHMARKS.md in place of the
+    previous run's section of the same benchmark and mode (else at the end)."""
     print("\n".join(lines))
-    if write:
-        DOCS.parent.mkdir(exist_ok=True)
-        existing = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
-        DOCS.write_text(existing.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    if not write:
+        return
+    DOCS.parent.mkdir(exist_ok=True)
+    existing = DOCS.read_text(encoding="utf-8") if DOCS.exists() else "# Benchmarks\n"
+    sections = re.split(r"(?m)^(?=## )", existing.rstrip("\n") + "\n")
+    new = "\n".join(lines).rstrip("\n") + "\n\n"
+    same = [i for i, sec in enumerate(sections)
+            if sec.startswith("## ") and _kind(sec.splitlines()[0]) == _kind(lines[0])]
+    if same:
+        sections[same[0]] = new
+    else:
+        sections[-1] = sections[-1].rstrip("\n") + "\n\n"
+        sections.append(new)
+    DOCS.write_text("".join(sections).rstrip("\n") + "\n", encoding="utf-8")
