@@ -374,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
                       "pooled by category (one meter of each category per profile)."), "",
                       *table({f"{c}: {name}": t for c, methods in by_category.items()
                               for name, t in methods.items()}, "category: method"), ""]
+            verdicts += [verdict(f"Simulated, {c} meters", methods)
+                         for c, methods in by_category.items()]
             lines += ["## MI-FGSM epsilon sweep", "", *sweep(tmp), ""]
         else:
             lines += ["Simulated data sets and the ablations run only without --quick.", ""]
