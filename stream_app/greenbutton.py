@@ -324,19 +324,22 @@ def parse_greenbutton_csv(path, *, meter_id: str | None = None, category: str = 
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         text = data.decode("cp1252", errors="replace")  # Excel-saved exports
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(io.StringIO(text, newline=""))
     preamble, cols, rows, seen = {}, None, [], set()
-    for fields in reader:
-        line = reader.line_num
-        cells = [f.strip() for f in fields]
-        if not any(cells):
-            continue
-        if cols is None:
-            cols = _header(cells)
-            if cols is None and len(cells) >= 2:
-                preamble[cells[0].lower()] = cells[1]
-            continue
-        rows.append(_csv_row(cells, cols, zone, seen, line))
+    try:
+        for fields in reader:
+            line = reader.line_num
+            cells = [f.strip() for f in fields]
+            if not any(cells):
+                continue
+            if cols is None:
+                cols = _header(cells)
+                if cols is None and len(cells) >= 2:
+                    preamble[cells[0].lower()] = cells[1]
+                continue
+            rows.append(_csv_row(cells, cols, zone, seen, line))
+    except csv.Error as exc:
+        raise InputError(f"{path.name} is not valid CSV: {exc}", row=reader.line_num) from None
     if cols is None:
         raise InputError(f"{path.name} is not a Green Button CSV export: no header line with "
                          "DATE, START TIME and USAGE columns")

@@ -41,6 +41,9 @@ from stream_app.errors import InputError
 from stream_app.thresholds import CATEGORIES
 
 EPOCH_MS_THRESHOLD = 1e11
+_FIRST_EPOCH_S = -62_135_596_800  # 0001-01-01T00:00:00Z
+_LAST_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_GRID = 5_000_000  # readings one meter of a file may span (143 years at 15 minutes)
 _TS_NAMES = ("timestamp", "time", "datetime")
 _VALUE_NAMES = ("value", "kwh", "usage_kwh", "meter_reading", "reading")
 _METER_NAMES = ("meter_id", "building_id", "meter")
@@ -216,7 +219,11 @@ def _parse_timestamp(text: str, steel: bool, column: str, line: int) -> int:
     except ValueError:
         number = None
     if number is not None and math.isfinite(number):
-        return round(number / 1000.0 if abs(number) >= EPOCH_MS_THRESHOLD else number)
+        seconds = number / 1000.0 if abs(number) >= EPOCH_MS_THRESHOLD else number
+        if not _FIRST_EPOCH_S <= seconds <= _LAST_EPOCH_S:
+            raise InputError(f"timestamp {text!r} in column {column!r} is outside the years "
+                             "1-9999 (as epoch seconds or milliseconds)", row=line)
+        return round(seconds)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -282,7 +289,21 @@ def _build_series(meter: str, category: str, rows: list, has_labels: bool,
         raise InputError(f"meter {meter!r}: rows {kept[i][3]} and {kept[i + 1][3]} are "
                          f"{steps[i]} s apart, not a multiple of its {interval} s interval",
                          row=kept[i + 1][3])
+    finite = np.flatnonzero([not math.isnan(r[1]) for r in kept])
+    if len(finite):  # a gap between two readings too long to fill: say so before the grid
+        for i in np.flatnonzero(steps // interval - 1 > max_gap):
+            if finite[0] <= i < finite[-1]:
+                raise InputError(
+                    f"meter {meter!r}: gap of {steps[i] // interval - 1} missing readings "
+                    f"between rows {kept[i][3]} and {kept[i + 1][3]} ("
+                    f"{format_timestamp(ts[i] + interval)} to {format_timestamp(ts[i + 1] - interval)}"
+                    f"), more than the {max_gap} that are interpolated; raise the limit with "
+                    "--max-gap", row=kept[i + 1][3])
     n = int((ts[-1] - ts[0]) // interval) + 1
+    if n > MAX_GRID:
+        raise InputError(f"meter {meter!r} spans {n:,} readings of {interval} s (rows "
+                         f"{kept[0][3]} to {kept[-1][3]}), more than {MAX_GRID:,}: check its "
+                         "timestamps or split the file", row=kept[-1][3])
     pos = ((ts - ts[0]) // interval).astype(np.int64)
     values = np.full(n, np.nan)
     values[pos] = [r[1] for r in kept]

@@ -206,3 +206,15 @@ def test_write_then_read_round_trip(tmp_path):
     assert (s.meter_id, s.category) == ("a", "general")
     assert s.values.tolist() == values  # shortest repr round-trips exactly
     assert isinstance(s, MeterSeries) and s.labels.dtype == np.int8
+
+
+@pytest.mark.parametrize(("rows", "needle"), [
+    (["1e30,1", "1704067200,1"], "outside the years 1-9999"),
+    (["0,1", "900,1", "99999999900,1"], "gap of 111111109 missing readings between rows 3 and 4"),
+    (["0,nan", "99999999000,1", "99999999900,1"], "more than 5,000,000"),
+])
+def test_absurd_timestamps_are_refused_before_any_grid_is_built(tmp_path, rows, needle):
+    """Found by tests/test_csv_fuzz.py: 1e30 overflowed, and a 3-row file with a far-future
+    timestamp allocated a grid of 111 million readings (3.6 GB) before saying no."""
+    with pytest.raises(InputError, match=needle):
+        read_meter_csv(_generic(tmp_path, rows, "timestamp,value"))
