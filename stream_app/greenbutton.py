@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_app.errors import InputError
-from stream_app.series_io import MeterSeries
+from stream_app.series_io import MAX_GRID, MeterSeries
 from stream_app.thresholds import CATEGORIES
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -60,6 +60,8 @@ UOM_NAMES = {38: "W", 42: "m3", 61: "VA", 63: "VAr", 71: "VAh", 72: "Wh", 73: "V
              119: "ft3", 169: "therm"}
 DELTA_ACCUMULATION = (0, 4)  # unspecified, deltaData
 FLOW_SUFFIX = {1: "", 19: ".reverse", 4: ".net"}
+MAX_DURATION_S = 366 * 86400  # the longest interval accepted (a year)
+LAST_START_S = 253_402_300_799 - MAX_DURATION_S  # an interval must end before the year 10000
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a decade of 15-min ESPI readings is ~100 MB
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._:-]+")
 _METER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -191,8 +193,12 @@ def _block_rows(block: _Entry, scale: int, rtype: _Entry) -> list[tuple]:
             begin, duration = start + (j - 1) * length, length
         else:
             raise InputError(f"{where}: no timePeriod, and no interval start + intervalLength")
-        if duration <= 0:
-            raise InputError(f"{where}: timePeriod duration {duration} must be > 0")
+        if not 0 < duration <= MAX_DURATION_S:
+            raise InputError(f"{where}: timePeriod duration {duration} must be 1..{MAX_DURATION_S}"
+                             " seconds")
+        if not 0 <= begin <= LAST_START_S:
+            raise InputError(f"{where}: timePeriod start {begin} is not epoch seconds before "
+                             "the year 9999")
         text = (reading.findtext(f"{ESPI}value") or "").strip()
         rows.append((begin + duration, _kwh(text, scale, f"{where}, value"), duration, where))
     return rows
@@ -203,9 +209,10 @@ def _kwh(text: str, scale: int, where: str) -> float:
         number = Decimal(text)
     except InvalidOperation:
         raise InputError(f"{where}: non-numeric value {text[:40]!r}") from None
-    if not number.is_finite() or number < 0:
+    kwh = float(number.scaleb(scale)) if number.is_finite() else math.inf
+    if not math.isfinite(kwh) or kwh < 0:
         raise InputError(f"{where}: value {text[:40]!r} must be a finite number >= 0")
-    return float(number.scaleb(scale))
+    return kwh
 
 
 def _int(parent, name: str, where: str, *, required: bool = True) -> int | None:
@@ -293,6 +300,10 @@ def _to_series(meter: str, category: str, rows: list[tuple], max_gap: int) -> Me
     for i in np.flatnonzero(np.diff(ts) % interval):
         raise InputError(f"{kept[i + 1][3]}: not on the {interval} s grid of {kept[i][3]}")
     pos = (ts - ts[0]) // interval
+    if pos[-1] >= MAX_GRID:
+        raise InputError(f"meter {meter!r} spans {int(pos[-1]) + 1:,} readings of {interval} s "
+                         f"({kept[0][3]} to {kept[-1][3]}), more than {MAX_GRID:,}: check the "
+                         "times or split the file")
     values = np.full(int(pos[-1]) + 1, np.nan)
     values[pos] = [r[1] for r in kept]
     missing = np.isnan(values)

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the CSV readers (meter CSV and Green Button CSV export).
+"""Property-based fuzzing of the file readers: meter CSV, Green Button CSV and ESPI XML.
 
 Whatever the file holds, a reader either returns series that keep its promises (sorted, unique,
 evenly spaced timestamps; finite non-negative kWh; labels 0/1) or raises InputError with a
@@ -9,14 +9,19 @@ categories, missing and extra fields.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream_app.errors import InputError
-from stream_app.greenbutton import parse_greenbutton_csv
+from stream_app.greenbutton import parse_espi_xml, parse_greenbutton_csv
 from stream_app.series_io import read_meter_csv
+
+ESPI = (Path(__file__).parent / "data" / "greenbutton" / "espi_15min.xml").read_bytes()
 
 pytestmark = pytest.mark.fuzz
 
@@ -132,6 +137,43 @@ def test_greenbutton_csv_returns_sound_series_or_a_clear_error(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     try:
         series = parse_greenbutton_csv(path, meter_id="home")
+    except InputError as exc:
+        assert str(exc)
+        return
+    assert_kept_promises(series, least=1)
+
+
+TEXTS = [m.span(1) for m in re.finditer(rb">([^<]+)<", ESPI)]  # every element's text
+
+
+@settings(FUZZ, max_examples=300)
+@given(picks=st.lists(st.tuples(st.integers(0, len(TEXTS) - 1), st.sampled_from(
+    [b"", b"-1", b"abc", b"1e400", b"99999999999999999999", b"NaN", b"0", b"-900", b"&amp;"])),
+    min_size=1, max_size=4))
+def test_espi_xml_with_junk_element_text_returns_sound_series_or_a_clear_error(picks):
+    """Values, times, durations, multipliers and units replaced by junk, the XML kept valid."""
+    data = ESPI
+    for index, junk in sorted(set(picks), reverse=True):  # from the end: spans stay valid
+        start, end = TEXTS[index]
+        data = data[:start] + junk + data[end:]
+    try:
+        series = parse_espi_xml(data, meter_id="feed")
+    except InputError as exc:
+        assert str(exc)
+        return
+    assert_kept_promises(series, least=1)
+
+
+@settings(FUZZ, max_examples=300)
+@given(cuts=st.lists(st.tuples(st.integers(0, len(ESPI)), st.integers(0, 40),
+                               st.binary(max_size=12)), min_size=1, max_size=4))
+def test_mutated_espi_xml_returns_sound_series_or_a_clear_error(cuts):
+    """The real sample feed with slices deleted or replaced by junk (tags, values, bytes)."""
+    data = ESPI
+    for start, length, junk in cuts:
+        data = data[:start] + junk + data[start + length:]
+    try:
+        series = parse_espi_xml(data, meter_id="feed")
     except InputError as exc:
         assert str(exc)
         return

@@ -241,3 +241,18 @@ def test_cli_produce_arrives_decodable(kafka_broker, unique_name, monkeypatch, c
     assert [r.ts for r in readings] == [(T0 + 900 * (k + 1)) * 1000 for k in range(192)]
     assert [r.value for r in readings] == [_mwh(k) / 1_000_000 for k in range(192)]
     assert {(r.meter_id, r.category) for r in readings} == {("plant7", "general")}
+
+
+@pytest.mark.parametrize(("old", "new", "needle"), [
+    (b"<value>392542</value>", b"<value>1e400</value>", "must be a finite number >= 0"),
+    (b"<start>1704078900</start>", b"<start>99999999999999999999</start>",
+     "before the year 9999"),
+    (b"<duration>900</duration><start>1704078900</start>",
+     b"<duration>99999999999</duration><start>1704078900</start>", "must be 1..31622400"),
+])
+def test_absurd_espi_numbers_are_refused(old, new, needle):
+    """Found by tests/test_csv_fuzz.py: 1e400 kWh became inf, and a 20-digit start overflowed."""
+    xml = (DATA / "espi_15min.xml").read_bytes()
+    assert old in xml
+    with pytest.raises(InputError, match=needle):
+        parse_espi_xml(xml.replace(old, new, 1))
