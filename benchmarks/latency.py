@@ -1,7 +1,7 @@
 """Reading -> alert latency at steady rates, one worker on a real broker.
 
     python -m benchmarks.latency [--quick] [--rates 500,1000,1500,2000] [--broker kafka|tansu]
-                                 [--partitions 1] [--no-write]
+                                 [--meters M] [--partitions 1] [--no-write]
 
 M simulated meters (with injected anomalies) in their per-meter topics, the shipped bundle:
 
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = arguments(__doc__, "100 meters, 1,000 and 2,000/s for 10 s each")
     parser.add_argument("--rates", help="readings/s of the phases, comma-separated")
     parser.add_argument("--broker", choices=("kafka", "tansu"), default="kafka")
+    parser.add_argument("--meters", type=int, help="meters (default 100 quick, 200 full)")
     parser.add_argument("--partitions", type=int, default=1,
                         help="partitions per meter topic (default 1: one meter, one ordered log)")
     args = parser.parse_args(argv)
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         200, 30, [500, 1000, 1500, 2000])
     if args.rates:
         rates = [float(r) for r in args.rates.split(",")]
+    meters = args.meters or meters
     steps = [int(rate * seconds / meters) for rate in rates]
     series, _ = simulate_with_events("metal", meters, -(-(WARMUP + sum(steps)) // 96) + 2,
                                      seed=13, anomalies_per_meter=2.0)
