@@ -32,6 +32,7 @@ from stream_app.scoring import Detector
 from stream_app.simulator import simulate
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
+TARGET = 0.70
 BATCH = 256
 METERS = 20
 
@@ -142,7 +143,12 @@ def main(argv: list[str] | None = None) -> None:
              f"| worker / ceiling | {rate / ceiling:.2f} |", "",
              (f"Worker time (its own histograms): ONNX inference {split['inference']:.0%}, "
               f"the rest of scoring {split['scoring']:.0%}, Faust + Kafka clients + decoding "
-              f"{split['rest']:.0%}; mean scoring batch {split['batch']:.0f} readings."), ""]
+              f"{split['rest']:.0%}; mean scoring batch {split['batch']:.0f} readings."), "",
+             (f"Target worker / ceiling >= {TARGET:.2f} (Kafka + Faust + state <= 30 %): "
+              + ("met." if rate / ceiling >= TARGET else
+                 "missed: the Faust + Kafka share above runs in the same Python thread as "
+                 "scoring, and the broker shares the machine's cores (the ceiling is measured "
+                 "after the broker has stopped).")), ""]
     publish(lines, not args.no_write)
     print(f"worker_fraction_of_inference_ceiling: {rate / ceiling:.2f}")
 
