@@ -41,6 +41,7 @@ from stream_app.demo import (
     metric_total,
     produce_paced,
     start_worker,
+    wait_for_metric,
     wait_for_worker,
     worker_metrics,
 )
@@ -49,7 +50,7 @@ from stream_app.simulator import simulate_with_events
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 WARMUP = 192
 HISTOGRAM = "meterwatch_end_to_end_latency_seconds_bucket"
-SUMS = ("batch_size_sum", "batch_size_count", "score_seconds_sum", "inference_seconds_sum")
+PROCESSED = "meterwatch_readings_outcome_total"
 TARGET_RATE, TARGET_MS = 2000, 1000
 
 
@@ -85,21 +86,6 @@ def _bucket_quantile(before: str, after: str, q: float) -> str:
     return "-"
 
 
-def _processed(port: int) -> float:
-    try:
-        return metric_total(worker_metrics(port), "meterwatch_readings_outcome_total")
-    except OSError:  # a busy worker may answer late: ask again
-        return 0.0
-
-
-def _wait(port: int, n: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _processed(port) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the worker did not process {n} readings in {timeout:.0f} s")
-        time.sleep(0.2)
-
-
 def _slice(series, start: int, stop: int):
     return [replace(s, timestamps=s.timestamps[start:stop], values=s.values[start:stop],
                     labels=None) for s in series]
@@ -110,7 +96,7 @@ def _run_phase(bootstrap: str, port: int, series, topics: dict, rate: float, don
     started = time.perf_counter()
     sent_at = produce_paced(bootstrap, series, topics, rate, False)
     achieved = len(sent_at) / (time.perf_counter() - started)
-    _wait(port, done + len(sent_at), 300)
+    wait_for_metric(port, PROCESSED, done + len(sent_at), 300)
     busy = time.perf_counter() - started
     time.sleep(0.5)  # the last alerts reach the follower
     return Phase(rate, sent_at, achieved, len(sent_at) / busy, busy, before, worker_metrics(port))
@@ -130,14 +116,15 @@ def _alert_latencies(log: AlertLog, sent_at: dict) -> np.ndarray:
 def _row(phase: Phase, log: AlertLog) -> tuple[str, float]:
     lat = _alert_latencies(log, phase.sent_at)
     p50, p99 = (np.percentile(lat, q) if len(lat) else float("nan") for q in (50, 99))
-    d = {k: metric_total(phase.after, f"meterwatch_{k}") - metric_total(phase.before,
-                                                                        f"meterwatch_{k}")
-         for k in SUMS}
+    def grew(name: str) -> float:  # a worker counter's growth over the phase
+        return (metric_total(phase.after, f"meterwatch_{name}")
+                - metric_total(phase.before, f"meterwatch_{name}"))
+
     row = (f"| {phase.rate:,.0f} | {phase.achieved:,.0f} | {phase.sustained:,.0f} | {p50:,.0f} | "
            f"{p99:,.0f} | {len(lat)} | {_bucket_quantile(phase.before, phase.after, 0.99)} | "
-           f"{d['batch_size_sum'] / max(d['batch_size_count'], 1):,.0f} | "
-           f"{d['score_seconds_sum'] / phase.busy_s:.0%} | "
-           f"{d['inference_seconds_sum'] / phase.busy_s:.0%} |")
+           f"{grew('batch_size_sum') / max(grew('batch_size_count'), 1):,.0f} | "
+           f"{grew('score_seconds_sum') / phase.busy_s:.0%} | "
+           f"{grew('inference_seconds_sum') / phase.busy_s:.0%} |")
     return row, p99
 
 
@@ -173,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                                     "MW_INPUT_PATTERN": rf"meter\.lat-{os.getpid()}-.+"})
         wait_for_worker(worker, port, log, timeout=180)
         produce_paced(broker.bootstrap, _slice(series, 0, WARMUP), topics, float("inf"), False)
-        _wait(port, meters * WARMUP, 300)
+        wait_for_metric(port, PROCESSED, meters * WARMUP, 300)
         follower = threading.Thread(target=follow_alerts, daemon=True,
                                     args=(broker.bootstrap, alerts_topic, alert_log, stop, False))
         follower.start()

@@ -30,7 +30,13 @@ from confluent_kafka import Producer
 from benchmarks.report import arguments, header, machine, publish
 from stream_app.app import STATE_TABLE
 from stream_app.brokers import create_topics, free_port, start_broker, stop_process
-from stream_app.demo import metric_total, start_worker, wait_for_worker, worker_metrics
+from stream_app.demo import (
+    metric_total,
+    start_worker,
+    wait_for_metric,
+    wait_for_worker,
+    worker_metrics,
+)
 from stream_app.model_bundle import Bundle
 from stream_app.records import Reading, encode_reading
 from stream_app.scoring import Detector
@@ -58,18 +64,6 @@ def _state(topic: str) -> tuple[bytes, int, float]:
     scorer = StreamScorer(Detector(Bundle.load(BUNDLE), threads=1))
     result = scorer.process(readings[:300], {}, positions=[(f"{topic}:0", i) for i in range(300)])
     return result.states[series.meter_id], readings[300].ts, readings[300].value
-
-
-def _wait(port: int, name: str, at_least: float, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if metric_total(worker_metrics(port), name) >= at_least:
-                return
-        except OSError:  # a busy worker may answer late: ask again
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{name} did not reach {at_least}")
 
 
 def _produce(bootstrap: str, messages, rate: float | None = None) -> None:
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(2)
         rss_a_idle = rss_kib(proc_a.pid)
         _produce(broker.bootstrap, one, RATE)
-        _wait(port_a, "meterwatch_readings_outcome_total", len(one))
+        wait_for_metric(port_a, "meterwatch_readings_outcome_total", len(one), 300)
         time.sleep(2)
         rss_a = rss_kib(proc_a.pid)
         stop_process(proc_a)
@@ -132,13 +126,13 @@ def main(argv: list[str] | None = None) -> None:
         started = time.monotonic()
         proc_b, port_b = _worker(broker, f"{tag}-b", topic_b, log)
         procs.append(proc_b)
-        _wait(port_b, "meterwatch_meters", meters)
+        wait_for_metric(port_b, "meterwatch_meters", meters, 300)
         restored = time.monotonic() - started
         time.sleep(2)
         rss_table = rss_kib(proc_b.pid)
         _produce(broker.bootstrap, [(topic_b, *encode_reading(m, next_ts, next_value,
                                                              "industrial")) for m in ids], RATE)
-        _wait(port_b, "meterwatch_readings_outcome_total", meters)
+        wait_for_metric(port_b, "meterwatch_readings_outcome_total", meters, 300)
         time.sleep(2)
         rss_b = rss_kib(proc_b.pid)
         scored = metric_total(worker_metrics(port_b),

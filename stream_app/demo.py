@@ -146,7 +146,11 @@ def run_demo(meters: int = 8, days: int = 10, speed: float = 1000.0, seed: int =
                                     args=(broker.bootstrap, "meter-alerts", alert_log, stop, True))
         follower.start()
         sent_at = produce_paced(broker.bootstrap, series, topics, speed)
-        _wait_until_scored(web_port, sum(len(s.values) for s in series), timeout=60)
+        try:
+            wait_for_metric(web_port, "meterwatch_readings_outcome_total",
+                            sum(len(s.values) for s in series), timeout=60)
+        except TimeoutError:  # the summary then shows what was scored
+            pass
         time.sleep(1.0)
         stop.set()
         follower.join(timeout=5)
@@ -186,16 +190,20 @@ def produce_paced(bootstrap: str, series, topics: dict, speed: float,
     return sent_at
 
 
-def _wait_until_scored(web_port: int, total: int, timeout: float) -> None:
+def wait_for_metric(web_port: int, name: str, at_least: float, timeout: float) -> None:
+    """Poll the worker's /metrics until the total of `name` reaches `at_least`;
+    TimeoutError after `timeout` s."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         try:
-            text = worker_metrics(web_port, timeout=2)
-        except OSError:
-            text = ""
-        if metric_total(text, "meterwatch_readings_outcome_total") >= total:
-            return
-        time.sleep(0.5)
+            if metric_total(worker_metrics(web_port, timeout=2), name) >= at_least:
+                return
+        except OSError:  # a busy worker may answer late: ask again
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the worker's {name} did not reach {at_least:,.0f} in "
+                               f"{timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def _summary(series, events, sent_at: dict, log: AlertLog) -> None:

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_app.errors import InputError
-from stream_app.series_io import MAX_GRID, MeterSeries
+from stream_app.series_io import LAST_EPOCH_S, MAX_GRID, MeterSeries
 from stream_app.thresholds import CATEGORIES
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -61,7 +61,7 @@ UOM_NAMES = {38: "W", 42: "m3", 61: "VA", 63: "VAr", 71: "VAh", 72: "Wh", 73: "V
 DELTA_ACCUMULATION = (0, 4)  # unspecified, deltaData
 FLOW_SUFFIX = {1: "", 19: ".reverse", 4: ".net"}
 MAX_DURATION_S = 366 * 86400  # the longest interval accepted (a year)
-LAST_START_S = 253_402_300_799 - MAX_DURATION_S  # an interval must end before the year 10000
+LAST_START_S = LAST_EPOCH_S - MAX_DURATION_S  # an interval must end before the year 10000
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a decade of 15-min ESPI readings is ~100 MB
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._:-]+")
 _METER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

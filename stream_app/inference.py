@@ -77,8 +77,8 @@ class Reconstructor:
         if len(windows) == 0:
             return np.empty((0, window), dtype=np.float32)
         batch = np.ascontiguousarray(windows, dtype=np.float32)
-        rows = len(batch) if not self._on_cpu else max(1, CPU_CHUNK_VALUES // window)
-        if len(batch) <= rows:
+        rows = max(1, CPU_CHUNK_VALUES // window)
+        if not self._on_cpu or len(batch) <= rows:
             return session.run(None, {name: batch})[0]
         return np.concatenate([session.run(None, {name: batch[start:start + rows]})[0]
                                for start in range(0, len(batch), rows)])

@@ -41,8 +41,8 @@ from stream_app.errors import InputError
 from stream_app.thresholds import CATEGORIES
 
 EPOCH_MS_THRESHOLD = 1e11
-_FIRST_EPOCH_S = -62_135_596_800  # 0001-01-01T00:00:00Z
-_LAST_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+FIRST_EPOCH_S = -62_135_596_800  # 0001-01-01T00:00:00Z
+LAST_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z
 MAX_GRID = 5_000_000  # readings one meter of a file may span (143 years at 15 minutes)
 _TS_NAMES = ("timestamp", "time", "datetime")
 _VALUE_NAMES = ("value", "kwh", "usage_kwh", "meter_reading", "reading")
@@ -220,7 +220,7 @@ def _parse_timestamp(text: str, steel: bool, column: str, line: int) -> int:
         number = None
     if number is not None and math.isfinite(number):
         seconds = number / 1000.0 if abs(number) >= EPOCH_MS_THRESHOLD else number
-        if not _FIRST_EPOCH_S <= seconds <= _LAST_EPOCH_S:
+        if not FIRST_EPOCH_S <= seconds <= LAST_EPOCH_S:
             raise InputError(f"timestamp {text!r} in column {column!r} is outside the years "
                              "1-9999 (as epoch seconds or milliseconds)", row=line)
         return round(seconds)
@@ -293,12 +293,9 @@ def _build_series(meter: str, category: str, rows: list, has_labels: bool,
     if len(finite):  # a gap between two readings too long to fill: say so before the grid
         for i in np.flatnonzero(steps // interval - 1 > max_gap):
             if finite[0] <= i < finite[-1]:
-                raise InputError(
-                    f"meter {meter!r}: gap of {steps[i] // interval - 1} missing readings "
-                    f"between rows {kept[i][3]} and {kept[i + 1][3]} ("
-                    f"{format_timestamp(ts[i] + interval)} to {format_timestamp(ts[i + 1] - interval)}"
-                    f"), more than the {max_gap} that are interpolated; raise the limit with "
-                    "--max-gap", row=kept[i + 1][3])
+                raise _gap_error(meter, steps[i] // interval - 1,
+                                 f"between rows {kept[i][3]} and {kept[i + 1][3]}",
+                                 ts[i] + interval, ts[i + 1] - interval, max_gap, kept[i + 1][3])
     n = int((ts[-1] - ts[0]) // interval) + 1
     if n > MAX_GRID:
         raise InputError(f"meter {meter!r} spans {n:,} readings of {interval} s (rows "
@@ -326,6 +323,13 @@ def _describe(lines: np.ndarray, a: int, b: int) -> str:
     return f"at row {present[0]}" if len(present) == 1 else f"at rows {present[0]}-{present[-1]}"
 
 
+def _gap_error(meter: str, n: int, where: str, first: int, last: int, max_gap: int,
+               row: int) -> InputError:
+    return InputError(f"meter {meter!r}: gap of {n} missing readings {where} "
+                      f"({format_timestamp(first)} to {format_timestamp(last)}), more than the "
+                      f"{max_gap} that are interpolated; raise the limit with --max-gap", row=row)
+
+
 def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.ndarray,
                   max_gap: int, repairs: list[str]) -> tuple[int, int]:
     """Interpolate short interior runs of NaN in place; return the slice without NaN ends."""
@@ -345,10 +349,7 @@ def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.nd
     for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
         where = _describe(lines, a, b)
         if b - a > max_gap:
-            raise InputError(f"meter {meter!r}: gap of {b - a} missing readings {where} "
-                             f"({format_timestamp(grid[a])} to {format_timestamp(grid[b - 1])})"
-                             f", more than the {max_gap} that are interpolated; raise the "
-                             "limit with --max-gap", row=int(lines[b]))
+            raise _gap_error(meter, b - a, where, grid[a], grid[b - 1], max_gap, int(lines[b]))
         values[a:b] = np.interp(np.arange(a, b), [a - 1, b], [values[a - 1], values[b]])
         repairs.append(f"{meter}: interpolated {b - a} missing readings {where}")
     return lo, hi

@@ -76,8 +76,15 @@ def meter_csv(draw) -> str:
     return "\n".join(",".join(quote(c) for c in row) for row in [columns, *rows])
 
 
-def assert_kept_promises(series_list, least: int = 2) -> None:
-    """`least`: a meter CSV needs 2 readings to know the interval; a Green Button row says it."""
+def assert_sound_or_refused(read, least: int = 2) -> None:
+    """`read()` gives series that keep the readers' promises, or raises InputError with a
+    message. `least`: a meter CSV needs 2 readings to know the interval; an ESPI or Green Button
+    reading states its own."""
+    try:
+        series_list = read()
+    except InputError as exc:
+        assert str(exc)
+        return
     for s in series_list:
         assert len(s) >= least and s.meter_id
         steps = np.diff(s.timestamps)
@@ -92,12 +99,7 @@ def assert_kept_promises(series_list, least: int = 2) -> None:
 def test_meter_csv_returns_sound_series_or_a_clear_error(tmp_path, text):
     path = tmp_path / "meters.csv"
     path.write_text(text, encoding="utf-8")
-    try:
-        series = read_meter_csv(path)
-    except InputError as exc:
-        assert str(exc)
-        return
-    assert_kept_promises(series)
+    assert_sound_or_refused(lambda: read_meter_csv(path))
 
 
 @settings(FUZZ, max_examples=300)
@@ -105,10 +107,7 @@ def test_meter_csv_returns_sound_series_or_a_clear_error(tmp_path, text):
 def test_arbitrary_bytes_as_meter_csv(tmp_path, raw):
     path = tmp_path / "raw.csv"
     path.write_bytes(raw)
-    try:
-        assert_kept_promises(read_meter_csv(path))
-    except InputError as exc:
-        assert str(exc)
+    assert_sound_or_refused(lambda: read_meter_csv(path))
 
 
 @st.composite
@@ -135,12 +134,7 @@ def greenbutton_csv(draw) -> str:
 def test_greenbutton_csv_returns_sound_series_or_a_clear_error(tmp_path, text):
     path = tmp_path / "export.csv"
     path.write_text(text, encoding="utf-8")
-    try:
-        series = parse_greenbutton_csv(path, meter_id="home")
-    except InputError as exc:
-        assert str(exc)
-        return
-    assert_kept_promises(series, least=1)
+    assert_sound_or_refused(lambda: parse_greenbutton_csv(path, meter_id="home"), least=1)
 
 
 TEXTS = [m.span(1) for m in re.finditer(rb">([^<]+)<", ESPI)]  # every element's text
@@ -156,12 +150,7 @@ def test_espi_xml_with_junk_element_text_returns_sound_series_or_a_clear_error(p
     for index, junk in sorted(set(picks), reverse=True):  # from the end: spans stay valid
         start, end = TEXTS[index]
         data = data[:start] + junk + data[end:]
-    try:
-        series = parse_espi_xml(data, meter_id="feed")
-    except InputError as exc:
-        assert str(exc)
-        return
-    assert_kept_promises(series, least=1)
+    assert_sound_or_refused(lambda: parse_espi_xml(data, meter_id="feed"), least=1)
 
 
 @settings(FUZZ, max_examples=300)
@@ -172,9 +161,4 @@ def test_mutated_espi_xml_returns_sound_series_or_a_clear_error(cuts):
     data = ESPI
     for start, length, junk in cuts:
         data = data[:start] + junk + data[start + length:]
-    try:
-        series = parse_espi_xml(data, meter_id="feed")
-    except InputError as exc:
-        assert str(exc)
-        return
-    assert_kept_promises(series, least=1)
+    assert_sound_or_refused(lambda: parse_espi_xml(data, meter_id="feed"), least=1)
