@@ -209,7 +209,10 @@ def _kwh(text: str, scale: int, where: str) -> float:
         number = Decimal(text)
     except InvalidOperation:
         raise InputError(f"{where}: non-numeric value {text[:40]!r}") from None
-    kwh = float(number.scaleb(scale)) if number.is_finite() else math.inf
+    try:
+        kwh = float(number.scaleb(scale)) if number.is_finite() else math.inf
+    except ArithmeticError:  # an exponent beyond Decimal's range: decimal.Overflow
+        kwh = math.inf
     if not math.isfinite(kwh) or kwh < 0:
         raise InputError(f"{where}: value {text[:40]!r} must be a finite number >= 0")
     return kwh
@@ -261,6 +264,8 @@ def _parse_xml(data: bytes):
             from None
     except SafeET.ParseError as exc:
         raise InputError(f"not well-formed XML: {exc}") from None  # names line and column
+    except LookupError as exc:  # the XML declaration names an encoding Python does not know
+        raise InputError(f"not readable XML: {exc}") from None
 
 
 def _read_bytes(path) -> bytes:

@@ -310,6 +310,9 @@ def _build_series(meter: str, category: str, rows: list, has_labels: bool,
     lines[pos] = [r[3] for r in kept]
     grid = ts[0] + interval * np.arange(n, dtype=np.int64)
     lo, hi = _fill_missing(meter, grid, values, lines, max_gap, repairs)
+    if hi - lo < 2:
+        raise InputError(f"meter {meter!r} has 1 reading with a value; need at least 2 to know "
+                         "its interval", row=int(lines[lo]))
     return MeterSeries(meter, category, grid[lo:hi], values[lo:hi], interval,
                        labels[lo:hi] if has_labels else None, repairs)
 

@@ -245,6 +245,8 @@ def test_cli_produce_arrives_decodable(kafka_broker, unique_name, monkeypatch, c
 
 @pytest.mark.parametrize(("old", "new", "needle"), [
     (b"<value>392542</value>", b"<value>1e400</value>", "must be a finite number >= 0"),
+    (b"<value>392542</value>", b"<value>1e40099999999999999</value>",
+     "must be a finite number >= 0"),
     (b"<start>1704078900</start>", b"<start>99999999999999999999</start>",
      "before the year 9999"),
     (b"<duration>900</duration><start>1704078900</start>",
@@ -256,3 +258,11 @@ def test_absurd_espi_numbers_are_refused(old, new, needle):
     assert old in xml
     with pytest.raises(InputError, match=needle):
         parse_espi_xml(xml.replace(old, new, 1))
+
+
+def test_an_unknown_xml_encoding_is_refused():
+    """Found by tests/test_csv_fuzz.py: a declaration cut to encoding="TF-8" raised LookupError."""
+    xml = (DATA / "espi_15min.xml").read_bytes()
+    assert b'encoding="UTF-8"' in xml
+    with pytest.raises(InputError, match="unknown encoding"):
+        parse_espi_xml(xml.replace(b'encoding="UTF-8"', b'encoding="TF-8"', 1))

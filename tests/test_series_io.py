@@ -218,3 +218,10 @@ def test_absurd_timestamps_are_refused_before_any_grid_is_built(tmp_path, rows, 
     timestamp allocated a grid of 111 million readings (3.6 GB) before saying no."""
     with pytest.raises(InputError, match=needle):
         read_meter_csv(_generic(tmp_path, rows, "timestamp,value"))
+
+
+def test_one_reading_left_after_missing_ends_are_dropped_is_refused(tmp_path):
+    """Found by tests/test_csv_fuzz.py: two rows, the first without a value, gave a series of
+    one reading."""
+    with pytest.raises(InputError, match="need at least 2"):
+        read_meter_csv(_generic(tmp_path, [f"{_iso(0)},", f"{_iso(1)},2"], "timestamp,value"))
