@@ -22,8 +22,9 @@ except ImportError:  # pragma: no cover - depends on the installed extra
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # On CPU a batch is run in chunks of about this many values (rows x window): 64 windows of 96
-# samples ran 11-25 % faster per window than 256 at once (the recurrent layers' working set
-# stays in cache); short windows are unaffected. A GPU takes the whole batch.
+# ran faster per window than 256 at once (the recurrent layers' working set stays in cache;
+# `python -m benchmarks.onnx_vs_torch` measures both); short windows are unaffected. A GPU
+# takes the whole batch.
 CPU_CHUNK_VALUES = 6144
 
 
@@ -45,7 +46,9 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 class Reconstructor:
     """Runs every autoencoder of a bundle. reconstruct() takes (n, window) float32 windows."""
 
-    def __init__(self, bundle, providers: Sequence[str] | None = None, threads: int = 1):
+    def __init__(self, bundle, providers: Sequence[str] | None = None, threads: int = 1,
+                 chunk_values: int | None = CPU_CHUNK_VALUES):
+        """`chunk_values`: on CPU, the values per ONNX call (None: the whole batch at once)."""
         self.providers = choose_providers(providers)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -65,7 +68,8 @@ class Reconstructor:
                 if len(shape) != 2 or shape[1] != window:
                     raise BundleError(f"{path.name} takes input {shape}, expected [batch, {window}]")
                 self._sessions[(model, window)] = (session, session.get_inputs()[0].name)
-        self._on_cpu = self.active_provider == CPU
+        on_cpu = self.active_provider == CPU
+        self._chunk_values = chunk_values if on_cpu else None
 
     @property
     def active_provider(self) -> str:
@@ -77,8 +81,8 @@ class Reconstructor:
         if len(windows) == 0:
             return np.empty((0, window), dtype=np.float32)
         batch = np.ascontiguousarray(windows, dtype=np.float32)
-        rows = max(1, CPU_CHUNK_VALUES // window)
-        if not self._on_cpu or len(batch) <= rows:
+        rows = max(1, self._chunk_values // window) if self._chunk_values else len(batch)
+        if len(batch) <= rows:
             return session.run(None, {name: batch})[0]
         return np.concatenate([session.run(None, {name: batch[start:start + rows]})[0]
                                for start in range(0, len(batch), rows)])
