@@ -43,7 +43,7 @@ import csv
 import io
 import math
 import re
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -52,6 +52,7 @@ import numpy as np
 from stream_app.errors import InputError
 from stream_app.series_io import LAST_EPOCH_S, MAX_GRID, MeterSeries
 from stream_app.thresholds import CATEGORIES
+from stream_app.timestamps import parse_tz
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ESPI = "{http://naesb.org/espi}"
@@ -65,7 +66,6 @@ LAST_START_S = LAST_EPOCH_S - MAX_DURATION_S  # an interval must end before the 
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a decade of 15-min ESPI readings is ~100 MB
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._:-]+")
 _METER_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_OFFSET = re.compile(r"^([+-])(\d{1,2})(?::?(\d{2}))?$")
 _CSV_UNITS = {"kwh": Decimal(1), "wh": Decimal("0.001")}
 
 
@@ -435,31 +435,6 @@ def _clock(text: str, line: int):
     raise InputError(f"cannot parse time {text[:40]!r} (expected HH:MM)", row=line)
 
 
-def parse_tz(value) -> tzinfo:
-    """None/'Z'/'UTC' -> UTC; '+09:00', '-0500', '+9' -> a fixed offset; else an IANA zone."""
-    if value is None or isinstance(value, tzinfo):
-        return value or UTC
-    if isinstance(value, timedelta):
-        return timezone(value)
-    text = str(value).strip()
-    if text.upper() in ("Z", "UTC", ""):
-        return UTC
-    m = _OFFSET.match(text)
-    if m:
-        sign, hours, minutes = m.group(1), int(m.group(2)), int(m.group(3) or 0)
-        if hours > 14 or minutes >= 60:
-            raise InputError(f"time zone offset {text!r} is outside -14:00..+14:00")
-        delta = timedelta(hours=hours, minutes=minutes)
-        return timezone(-delta if sign == "-" else delta)
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InputError(f"time zone {text!r} is neither an offset like +09:00 nor a known zone "
-                         "name like America/Los_Angeles") from None
-
-
 def load_greenbutton(path, *, meter_id: str | None = None, category: str = "general",
                      tz_offset=None, max_gap: int = 4) -> list[MeterSeries]:
     """ESPI XML or the CSV export, told apart by the first non-blank character ('<' = XML)."""
@@ -486,8 +461,8 @@ def add_import_arguments(p) -> None:
     p.add_argument("--meter-id", help="meter id (default: from the file)")
     p.add_argument("--category", default="general", choices=CATEGORIES,
                    help="usage category (default: general)")
-    p.add_argument("--tz-offset", help="CSV export's local time: +09:00 or a zone name "
-                   "(default: UTC)")
+    p.add_argument("--tz", "--tz-offset", dest="tz", help="CSV export's local time: a zone "
+                   "name like America/Los_Angeles or an offset like -08:00 (default: UTC)")
     p.add_argument("--max-gap", type=int, default=4,
                    help="missing readings in a row filled by interpolation (default: 4)")
     where = p.add_mutually_exclusive_group()
@@ -501,7 +476,7 @@ def run_import(args) -> int:
     from stream_app.series_io import format_timestamp, write_rows_csv
 
     series = load_greenbutton(args.file, meter_id=args.meter_id, category=args.category,
-                              tz_offset=args.tz_offset, max_gap=args.max_gap)
+                              tz_offset=args.tz, max_gap=args.max_gap)
     for s in series:
         for repair in s.repairs:
             print(f"repaired {repair}")

@@ -10,46 +10,50 @@ Layouts recognised from the header (case-insensitive), unless columns are named 
 - generic: a timestamp column (`timestamp`, `time`, `datetime`) and a value column (`value`,
   `kwh`, `usage_kwh`, `meter_reading`, `reading`); optional `meter_id`, `category`, `label`.
 
-Timestamps: ISO-8601 with an offset, or without one, which is read as UTC (meters report in
-local time often enough, but guessing a zone would silently shift every window; say the offset
-in the file); or epoch numbers: seconds, or milliseconds when >= 1e11 (1e11 s is year 5138).
+Separator: `,`, `;` or a tab, whichever the header line holds most of. With `;` or tab, a `,` in
+a value is a decimal comma (`1.234,5` = 1234.5: dots before a decimal comma group thousands).
 
-A meter's interval is its most frequent timestamp step (the smallest on ties); every step must
-be a multiple of it.
+Timestamps (stream_app/timestamps.py): ISO-8601 with or without an offset (without one: wall
+time in `tz`, default UTC), epoch seconds or milliseconds, or `timestamp_format` (strptime).
 
-Repairs, each reported in `MeterSeries.repairs`: an empty or NaN value is a missing reading; up
-to `max_gap` consecutive missing readings (absent rows or empty values) are linearly
-interpolated (absent rows get label 0), missing readings at either end are dropped; a repeated
-timestamp with the identical value and label is dropped. Everything else that is wrong (inf or
-negative energy, conflicting duplicates, longer gaps, an unknown category...) is an InputError
+The grid (stream_app/grid.py): interval inferred or given, readings snapped or summed into
+their slot, duplicates resolved by policy, short gaps interpolated, each repair reported in
+`MeterSeries.repairs`; `MeterSeries.source` says where each file row went. Everything that
+cannot be meant (inf or negative energy, longer gaps, an unknown category...) is an InputError
 naming the file line (header = line 1), never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from stream_app.errors import InputError
+from stream_app.grid import DUPLICATE_POLICIES, MAX_GRID, SourceRows, build_grid
 from stream_app.thresholds import CATEGORIES
+from stream_app.timestamps import (
+    EPOCH_MS_THRESHOLD,
+    LAST_EPOCH_S,
+    TimestampParser,
+    format_timestamp,
+    parse_duration,
+    parse_tz,
+)
 
-EPOCH_MS_THRESHOLD = 1e11
-FIRST_EPOCH_S = -62_135_596_800  # 0001-01-01T00:00:00Z
-LAST_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z
-MAX_GRID = 5_000_000  # readings one meter of a file may span (143 years at 15 minutes)
+__all__ = ["EPOCH_MS_THRESHOLD", "LAST_EPOCH_S", "MAX_GRID", "MeterSeries", "SourceRows",
+           "add_reader_arguments", "format_timestamp", "parse_tz", "read_meter_csv",
+           "reader_options", "write_rows_csv"]
 _TS_NAMES = ("timestamp", "time", "datetime")
 _VALUE_NAMES = ("value", "kwh", "usage_kwh", "meter_reading", "reading")
 _METER_NAMES = ("meter_id", "building_id", "meter")
 _CATEGORY_NAMES = ("category",)
 _LABEL_NAMES = ("label", "anomaly")
-_STEEL_DATE = re.compile(r"^(\d{2})/(\d{2})/(\d{4}) (\d{2}):(\d{2})$")
 _MISSING = ("", "nan", "na", "null", "none")
 
 
@@ -64,6 +68,7 @@ class MeterSeries:
     interval_s: int
     labels: np.ndarray | None = None  # int8 0/1, 1 = anomalous reading
     repairs: list[str] = field(default_factory=list)
+    source: SourceRows | None = None  # the file rows behind it, when read from a file
 
     def __post_init__(self) -> None:
         self.timestamps = np.ascontiguousarray(self.timestamps, dtype=np.int64)
@@ -76,11 +81,6 @@ class MeterSeries:
 
     def __len__(self) -> int:
         return len(self.values)
-
-
-def format_timestamp(epoch_s: int) -> str:
-    """ISO-8601 in UTC with an explicit +00:00 offset."""
-    return datetime.fromtimestamp(int(epoch_s), tz=UTC).isoformat()
 
 
 def write_rows_csv(path: str | Path, header: list[str], rows: Iterable[Sequence]) -> None:
@@ -105,16 +105,35 @@ def read_meter_csv(
     default_meter_id: str | None = None,
     default_category: str = "industrial",
     max_gap: int = 4,
+    interval=None,
+    grid_tolerance=None,
+    duplicates: str = "last",
+    tz=None,
+    timestamp_format: str | None = None,
 ) -> list[MeterSeries]:
-    """All meters of a CSV file, each sorted, de-duplicated and on a gap-free grid."""
+    """All meters of a CSV file, each on a regular grid with its repairs; see the docstring.
+
+    `interval` / `grid_tolerance`: seconds or text like `15min` (default: inferred / a third of
+    the interval); `duplicates`: last|mean|sum|error; `tz`: zone of times without an offset."""
     if default_category not in CATEGORIES:
         raise InputError(f"unknown category {default_category!r}; known: {', '.join(CATEGORIES)}")
     if not isinstance(max_gap, int) or max_gap < 0:
         raise InputError(f"max gap must be an integer >= 0, got {max_gap!r}")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise InputError(f"duplicates policy {duplicates!r}: choose one of "
+                         f"{', '.join(DUPLICATE_POLICIES)}")
+    grid = {"interval_s": None if interval is None else parse_duration(interval),
+            "tolerance_s": None if grid_tolerance is None else parse_duration(
+                grid_tolerance, "grid tolerance", allow_zero=True),
+            "duplicates": duplicates, "max_gap": max_gap}
+    zone = parse_tz(tz)
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
+            first = fh.readline()
+            delimiter = max((",", ";", "\t"), key=first.count) if first.strip() else ","
+            fh.seek(0)
+            reader = csv.reader(fh, delimiter=delimiter)
             header = next(reader, None)
             if header is None or not any(h.strip() for h in header):
                 raise InputError(f"{path.name} is empty: expected a header line", row=1)
@@ -122,7 +141,9 @@ def read_meter_csv(
                                     meter_col, category_col, label_col)
             if default_meter_id is None:
                 default_meter_id = "steel" if cols["steel"] else path.stem
-            raw = _read_rows(reader, cols, default_meter_id, default_category)
+            cols["decimal_comma"] = delimiter != ","
+            clock = TimestampParser(zone, timestamp_format, steel=cols["steel"])
+            raw = _read_rows(reader, cols, clock, default_meter_id, default_category)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -132,7 +153,50 @@ def read_meter_csv(
     if not raw:
         raise InputError(f"{path.name} has a header but no data rows", row=2)
     has_labels = cols["label"] is not None
-    return [_build_series(m, cat, rows, has_labels, max_gap) for (m, cat), rows in raw.items()]
+    series = []
+    for (meter, category), rows in raw.items():
+        ts, values, labels, lines = zip(*rows)
+        g = build_grid(meter, ts, values, labels, lines, **grid)
+        series.append(MeterSeries(meter, category, g.timestamps, g.values, g.interval_s,
+                                  g.labels if has_labels else None, g.repairs, g.source))
+    return series
+
+
+def add_reader_arguments(p: argparse.ArgumentParser) -> None:
+    """The clock, grid and duplicate options every command that reads a meter CSV takes."""
+    p.add_argument("--interval", type=_duration_arg,
+                   help="reading interval: 300, 5min, 15min, 1h (default: inferred per meter)")
+    p.add_argument("--grid-tolerance", type=_tolerance_arg,
+                   help="readings closer than this to a grid point are snapped to it, others "
+                   "are summed into their slot (default: a third of the interval)")
+    p.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="last",
+                   help="readings with different values in one slot (default: last)")
+    p.add_argument("--tz", "--tz-offset", dest="tz",
+                   help="zone of timestamps without an offset: Europe/Amsterdam or -08:00 "
+                   "(default: UTC)")
+    p.add_argument("--timestamp-format",
+                   help="strptime format for timestamps that are not ISO-8601 or epoch numbers")
+
+
+def reader_options(args) -> dict:
+    """read_meter_csv keyword arguments from the options of add_reader_arguments."""
+    return {"interval": args.interval, "grid_tolerance": args.grid_tolerance,
+            "duplicates": args.duplicates, "tz": args.tz,
+            "timestamp_format": args.timestamp_format}
+
+
+def _duration_arg(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tolerance_arg(text: str) -> int:
+    try:
+        return parse_duration(text, "grid tolerance", allow_zero=True)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _find(header: list[str], explicit: str | None, names: tuple[str, ...], what: str):
@@ -167,10 +231,11 @@ def _resolve_columns(header, timestamp_col, value_col, meter_col, category_col, 
     return cols
 
 
-def _read_rows(reader, cols, default_meter_id: str, default_category: str) -> dict:
+def _read_rows(reader, cols, clock, default_meter_id: str, default_category: str) -> dict:
     """{(meter, category): [(timestamp, value, label, line), ...]} in file order."""
     header = cols["header"]
-    needed = max(i for k, i in cols.items() if k not in ("steel", "header") and i is not None)
+    needed = max(i for k, i in cols.items()
+                 if k not in ("steel", "header", "decimal_comma") and i is not None)
     out: dict[tuple[str, str], list] = {}
     categories: dict[str, tuple[str, int]] = {}
     for fields in reader:
@@ -179,11 +244,12 @@ def _read_rows(reader, cols, default_meter_id: str, default_category: str) -> di
             continue  # blank line, e.g. a trailing one
         if len(fields) <= needed:
             raise InputError(f"{len(fields)} fields, but the header has {len(header)}", row=line)
-        ts = _parse_timestamp(fields[cols["ts"]].strip(), cols["steel"], header[cols["ts"]], line)
-        value = _parse_value(fields[cols["value"]].strip(), header[cols["value"]], line)
         meter = fields[cols["meter"]].strip() if cols["meter"] is not None else default_meter_id
         if not meter:
             raise InputError(f"empty meter id in column {header[cols['meter']]!r}", row=line)
+        ts = clock(fields[cols["ts"]].strip(), meter, header[cols["ts"]], line)
+        value = _parse_value(fields[cols["value"]].strip(), header[cols["value"]], line,
+                             cols["decimal_comma"])
         category = default_category
         if cols["category"] is not None:
             category = fields[cols["category"]].strip() or default_category
@@ -201,45 +267,12 @@ def _read_rows(reader, cols, default_meter_id: str, default_category: str) -> di
     return out
 
 
-def _parse_timestamp(text: str, steel: bool, column: str, line: int) -> int:
-    if steel:
-        m = _STEEL_DATE.match(text)
-        if m is None:
-            raise InputError(f"cannot parse timestamp {text!r} in column {column!r} "
-                             "(expected dd/mm/yyyy HH:MM)", row=line)
-        day, month, year, hour, minute = map(int, m.groups())
-        try:
-            epoch = int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp())
-        except ValueError:
-            raise InputError(f"invalid date {text!r} in column {column!r}", row=line) from None
-        # 00:00 closes the day it is dated with: it is 24:00, the next day's midnight.
-        return epoch + 86400 if hour == 0 and minute == 0 else epoch
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None and math.isfinite(number):
-        seconds = number / 1000.0 if abs(number) >= EPOCH_MS_THRESHOLD else number
-        if not FIRST_EPOCH_S <= seconds <= LAST_EPOCH_S:
-            raise InputError(f"timestamp {text!r} in column {column!r} is outside the years "
-                             "1-9999 (as epoch seconds or milliseconds)", row=line)
-        return round(seconds)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"cannot parse timestamp {text!r} in column {column!r} (expected "
-                         "ISO-8601 like 2025-01-06T00:15:00+00:00, or epoch seconds or "
-                         "milliseconds)", row=line) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
-
-
-def _parse_value(text: str, column: str, line: int) -> float:
+def _parse_value(text: str, column: str, line: int, decimal_comma: bool = False) -> float:
     if text.lower() in _MISSING:
         return math.nan
+    number = text.replace(".", "").replace(",", ".") if decimal_comma and "," in text else text
     try:
-        value = float(text)
+        value = float(number)
     except ValueError:
         raise InputError(f"non-numeric value {text!r} in column {column!r}", row=line) from None
     if math.isinf(value):
@@ -257,102 +290,3 @@ def _parse_label(text: str, column: str, line: int) -> int:
     if lowered in ("1", "1.0", "true"):
         return 1
     raise InputError(f"label {text!r} in column {column!r} must be 0 or 1", row=line)
-
-
-def _build_series(meter: str, category: str, rows: list, has_labels: bool,
-                  max_gap: int) -> MeterSeries:
-    rows.sort(key=lambda r: r[0])  # stable: equal timestamps keep file order
-    repairs: list[str] = []
-    kept = [rows[0]]
-    for row in rows[1:]:
-        prev = kept[-1]
-        if row[0] != prev[0]:
-            kept.append(row)
-            continue
-        same = (row[1] == prev[1] or (math.isnan(row[1]) and math.isnan(prev[1]))) \
-            and row[2] == prev[2]
-        if not same:
-            raise InputError(f"duplicate timestamp {format_timestamp(row[0])} for meter "
-                             f"{meter!r} at rows {prev[3]} and {row[3]} with different values",
-                             row=row[3])
-        repairs.append(f"{meter}: dropped duplicate reading at row {row[3]} "
-                       f"(same as row {prev[3]})")
-    if len(kept) < 2:
-        raise InputError(f"meter {meter!r} has {len(kept)} reading; need at least 2 to know "
-                         "its interval", row=kept[0][3])
-    ts = np.array([r[0] for r in kept], dtype=np.int64)
-    steps = np.diff(ts)
-    # The most frequent step, the smallest on ties: the median misreads short files with gaps.
-    uniq, counts = np.unique(steps, return_counts=True)
-    interval = int(uniq[np.argmax(counts)])
-    for i in np.flatnonzero(steps % interval):
-        raise InputError(f"meter {meter!r}: rows {kept[i][3]} and {kept[i + 1][3]} are "
-                         f"{steps[i]} s apart, not a multiple of its {interval} s interval",
-                         row=kept[i + 1][3])
-    finite = np.flatnonzero([not math.isnan(r[1]) for r in kept])
-    if len(finite):  # a gap between two readings too long to fill: say so before the grid
-        for i in np.flatnonzero(steps // interval - 1 > max_gap):
-            if finite[0] <= i < finite[-1]:
-                raise _gap_error(meter, steps[i] // interval - 1,
-                                 f"between rows {kept[i][3]} and {kept[i + 1][3]}",
-                                 ts[i] + interval, ts[i + 1] - interval, max_gap, kept[i + 1][3])
-    n = int((ts[-1] - ts[0]) // interval) + 1
-    if n > MAX_GRID:
-        raise InputError(f"meter {meter!r} spans {n:,} readings of {interval} s (rows "
-                         f"{kept[0][3]} to {kept[-1][3]}), more than {MAX_GRID:,}: check its "
-                         "timestamps or split the file", row=kept[-1][3])
-    pos = ((ts - ts[0]) // interval).astype(np.int64)
-    values = np.full(n, np.nan)
-    values[pos] = [r[1] for r in kept]
-    labels = np.zeros(n, dtype=np.int8)
-    labels[pos] = [r[2] for r in kept]
-    lines = np.zeros(n, dtype=np.int64)  # 0 = no row in the file
-    lines[pos] = [r[3] for r in kept]
-    grid = ts[0] + interval * np.arange(n, dtype=np.int64)
-    lo, hi = _fill_missing(meter, grid, values, lines, max_gap, repairs)
-    if hi - lo < 2:
-        raise InputError(f"meter {meter!r} has 1 reading with a value; need at least 2 to know "
-                         "its interval", row=int(lines[lo]))
-    return MeterSeries(meter, category, grid[lo:hi], values[lo:hi], interval,
-                       labels[lo:hi] if has_labels else None, repairs)
-
-
-def _describe(lines: np.ndarray, a: int, b: int) -> str:
-    present = lines[a:b][lines[a:b] > 0]
-    if len(present) == 0:
-        before = lines[a - 1] if a > 0 else 0
-        after = lines[b] if b < len(lines) else 0
-        return f"between rows {before} and {after}"
-    return f"at row {present[0]}" if len(present) == 1 else f"at rows {present[0]}-{present[-1]}"
-
-
-def _gap_error(meter: str, n: int, where: str, first: int, last: int, max_gap: int,
-               row: int) -> InputError:
-    return InputError(f"meter {meter!r}: gap of {n} missing readings {where} "
-                      f"({format_timestamp(first)} to {format_timestamp(last)}), more than the "
-                      f"{max_gap} that are interpolated; raise the limit with --max-gap", row=row)
-
-
-def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.ndarray,
-                  max_gap: int, repairs: list[str]) -> tuple[int, int]:
-    """Interpolate short interior runs of NaN in place; return the slice without NaN ends."""
-    missing = np.isnan(values)
-    if missing.all():
-        raise InputError(f"meter {meter!r} has no readings, only missing values",
-                         row=int(lines[lines > 0][0]))
-    lo = int(np.argmax(~missing))
-    hi = len(values) - int(np.argmax(~missing[::-1]))
-    if lo > 0:
-        repairs.append(f"{meter}: dropped {lo} missing readings at the start "
-                       f"({_describe(lines, 0, lo)})")
-    if hi < len(values):
-        repairs.append(f"{meter}: dropped {len(values) - hi} missing readings at the end "
-                       f"({_describe(lines, hi, len(values))})")
-    edges = np.diff(np.concatenate(([0], missing[lo:hi].astype(np.int8), [0])))
-    for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
-        where = _describe(lines, a, b)
-        if b - a > max_gap:
-            raise _gap_error(meter, b - a, where, grid[a], grid[b - 1], max_gap, int(lines[b]))
-        values[a:b] = np.interp(np.arange(a, b), [a - 1, b], [values[a - 1], values[b]])
-        repairs.append(f"{meter}: interpolated {b - a} missing readings {where}")
-    return lo, hi
