@@ -19,6 +19,23 @@ The peers:
   W readings ending at each reading): the forest of meterwatch without the autoencoders.
 - `RollingZPeer` — |d - rolling mean| / rolling std of the differenced series over the
   previous day: the textbook baseline.
+- `SeasonalNaivePeer` — |x - the same slot one week earlier|, divided by the robust spread
+  (1.4826 MAD) of the training readings' own week-over-week residuals: the forecaster's
+  seasonal-naive baseline. It has no history for the first week of the scored array (score 0
+  there), and an anomaly echoes one week later (the normal reading then differs from the
+  anomalous one), a known weakness of the method.
+- `TimeOfWeekZPeer` — a robust time-of-week profile: per slot of the week (7 x per_day slots),
+  the median and MAD of the training readings; score |x - median_slot| / (1.4826 MAD_slot +
+  floor), the floor a quarter of the pooled spread of all training residuals (a slot seen only a
+  few times can have a tiny MAD). The profile is fixed at fit; its threshold is taken on the
+  training readings it was fitted on.
+
+The two calendar peers need the reading's position in the week. The quality benchmark gives
+them `values` that start at the same reading as `train_values` (the training readings are a
+prefix of the scored series, or its clean copy), so slot = (phase + index) % (7 * per_day) is
+the same slot of the week in both; `phase` (the slot of the week of the first reading, 0 =
+Monday 00:00; `week_phase` computes it from a timestamp) only names the slots after the calendar
+and changes no score (the seasonal-naive lag needs no calendar at all).
 """
 
 from __future__ import annotations
@@ -152,7 +169,93 @@ class RollingZPeer:
         return self._z(_values(values))[start:]
 
 
-def make_peers(per_day: int, seed: int = 0) -> list:
-    """The three peers for a series with `per_day` readings a day (window W = one day)."""
+def week_phase(first_ts: int, interval_s: int) -> int:
+    """The slot of the week (0 = Monday 00:00 UTC) of a reading at epoch second `first_ts`."""
+    week_s = 7 * 86400
+    return int(((int(first_ts) + 3 * 86400) % week_s) // interval_s)  # 1970-01-01: a Thursday
+
+
+def _mad_spread(x: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
+class SeasonalNaivePeer:
+    """|x - x one week earlier| over the robust spread of the training residuals."""
+
+    name = "seasonal naive"
+
+    def __init__(self, per_day: int):
+        self.per_day = per_day
+        self.lag = 7 * per_day
+        self._spread: float | None = None
+
+    def _residual(self, v: np.ndarray) -> np.ndarray:
+        r = np.zeros(len(v))  # no reading one week earlier: no evidence
+        r[self.lag:] = np.abs(v[self.lag:] - v[:-self.lag]) if len(v) > self.lag else 0.0
+        return r
+
+    def fit(self, train_values) -> SeasonalNaivePeer:
+        v = _values(train_values)
+        if len(v) <= self.lag:
+            raise ValueError(f"seasonal naive needs more than one week ({self.lag} readings) "
+                             f"of training readings, got {len(v)}")
+        r = v[self.lag:] - v[:-self.lag]
+        # A flat week-over-week meter must not turn rounding noise into huge scores.
+        self._spread = max(_mad_spread(r), 0.01 * float(np.median(np.abs(v))), 1e-9)
+        self.threshold_ = quantile_threshold(self._residual(v)[self.lag:] / self._spread)
+        return self
+
+    def score(self, values, start: int = 0) -> np.ndarray:
+        if self._spread is None:
+            raise RuntimeError("call fit() before score()")
+        v = _values(values)
+        return (self._residual(v) / self._spread)[start:]
+
+
+class TimeOfWeekZPeer:
+    """|x - median of its slot of the week| / (1.4826 MAD of the slot + floor)."""
+
+    name = "time-of-week z"
+
+    def __init__(self, per_day: int, phase: int = 0):
+        self.per_day = per_day
+        self.per_week = 7 * per_day
+        self.phase = phase
+        self._median: np.ndarray | None = None
+        self._scale: np.ndarray | None = None
+
+    def _slots(self, n: int) -> np.ndarray:
+        return (self.phase + np.arange(n)) % self.per_week
+
+    def fit(self, train_values) -> TimeOfWeekZPeer:
+        v = _values(train_values)
+        slot = self._slots(len(v))
+        if len(v) < self.per_week:
+            raise ValueError(f"time-of-week z needs at least one week ({self.per_week} "
+                             f"readings) of training readings, got {len(v)}")
+        order = np.argsort(slot, kind="stable")
+        groups = np.split(v[order], np.cumsum(np.bincount(slot, minlength=self.per_week))[:-1])
+        median = np.array([np.median(g) for g in groups])
+        mad = np.array([np.median(np.abs(g - m)) for g, m in zip(groups, median)])
+        pooled = _mad_spread(v - median[slot])
+        floor = max(0.25 * pooled, 0.01 * float(np.median(np.abs(v))), 1e-9)
+        self._median, self._scale = median, 1.4826 * mad + floor
+        self.threshold_ = quantile_threshold(self._z(v))
+        return self
+
+    def _z(self, v: np.ndarray) -> np.ndarray:
+        slot = self._slots(len(v))
+        return np.abs(v - self._median[slot]) / self._scale[slot]
+
+    def score(self, values, start: int = 0) -> np.ndarray:
+        if self._median is None:
+            raise RuntimeError("call fit() before score()")
+        return self._z(_values(values))[start:]
+
+
+def make_peers(per_day: int, seed: int = 0, phase: int = 0) -> list:
+    """The five peers for a series with `per_day` readings a day (window W = one day);
+    `phase` is the slot of the week of the first reading (see `week_phase`), names only."""
     return [HalfSpaceTreesPeer(per_day, seed=seed), IsolationForestPeer(per_day, seed=seed),
-            RollingZPeer(per_day)]
+            RollingZPeer(per_day), SeasonalNaivePeer(per_day),
+            TimeOfWeekZPeer(per_day, phase)]

@@ -14,11 +14,17 @@ from benchmarks.peers import (
     HalfSpaceTreesPeer,
     IsolationForestPeer,
     RollingZPeer,
+    SeasonalNaivePeer,
+    TimeOfWeekZPeer,
     make_peers,
     quantile_threshold,
+    week_phase,
 )
+from stream_app.anomalies import inject_one
+from stream_app.series_io import MeterSeries
 
 PER_DAY = 24
+MONDAY = 1736121600  # 2025-01-06T00:00:00+00:00
 
 
 def _sine(days: int, seed: int) -> np.ndarray:
@@ -112,3 +118,120 @@ def test_bad_input_is_refused():
         RollingZPeer(PER_DAY).fit(np.array([1.0, np.nan, 2.0]))
     with pytest.raises(ValueError):
         IsolationForestPeer(PER_DAY).fit(np.array([]))
+    short = _sine(6, 0)  # less than a week: no week-ago reading, not every slot of the week
+    with pytest.raises(ValueError, match="one week"):
+        SeasonalNaivePeer(PER_DAY).fit(short)
+    with pytest.raises(ValueError, match="one week"):
+        TimeOfWeekZPeer(PER_DAY).fit(short)
+
+
+# ---- the calendar peers -------------------------------------------------------------------
+
+def _plant(weeks: int, seed: int) -> np.ndarray:
+    """Hourly, steel-like: ~60 kWh in the weekday shifts (06-22 h), ~3 kWh otherwise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(weeks * 7 * PER_DAY)
+    hour, weekday = t % PER_DAY, (t // PER_DAY) % 7  # starts on a Monday
+    busy = (weekday < 5) & (hour >= 6) & (hour < 22)
+    return np.where(busy, 60.0, 3.0) * rng.lognormal(0.0, 0.05, len(t))
+
+
+CALENDAR = [SeasonalNaivePeer, TimeOfWeekZPeer]
+
+
+def test_make_peers_holds_the_calendar_peers_and_keeps_its_old_call():
+    names = [p.name for p in make_peers(PER_DAY)]
+    assert names == ["HalfSpaceTrees", "IsolationForest", "rolling z", "seasonal naive",
+                     "time-of-week z"]
+    assert make_peers(PER_DAY, seed=3, phase=5)[-1].phase == 5
+
+
+@pytest.mark.parametrize("cls", CALENDAR, ids=lambda c: c.name)
+def test_calendar_peers_refuse_to_score_before_fit(cls):
+    with pytest.raises(RuntimeError, match="fit"):
+        cls(PER_DAY).score(_plant(2, 0))
+
+
+@pytest.mark.parametrize("cls", CALENDAR, ids=lambda c: c.name)
+def test_a_night_spike_scores_above_its_neighbours_and_the_threshold(cls):
+    train, test = _plant(6, 0), _plant(3, 1)
+    spike = 9 * PER_DAY + 2  # Wednesday of the second test week, 02:00 (idle, ~3 kWh)
+    test[spike] += 15.0  # small beside the day shift's 60 kWh, big for the night
+    peer = cls(PER_DAY).fit(train)
+    scores = peer.score(np.concatenate([train, test]), start=len(train))
+    assert scores.shape == test.shape
+    near = np.r_[scores[spike - PER_DAY:spike], scores[spike + 1:spike + PER_DAY]]
+    assert scores[spike] > near.max()
+    assert scores[spike] > peer.threshold_
+    assert scores[spike] > 10 * np.median(scores)
+
+
+@pytest.mark.parametrize("cls", CALENDAR, ids=lambda c: c.name)
+def test_a_weekday_that_runs_like_a_sunday_is_flagged(cls):
+    # the injector's swap (stream_app.anomalies) on an hourly plant: the day shift disappears
+    values = _plant(9, 2)
+    series = MeterSeries("plant", "industrial", MONDAY + 3600 * np.arange(len(values)), values,
+                         3600, None, [])
+    day = 7 * 7 * PER_DAY + 1 * PER_DAY  # Tuesday of week 8
+    swapped, _ = inject_one(series, "weekday_as_sunday", day, PER_DAY, np.random.default_rng(0))
+    split = 6 * 7 * PER_DAY
+    peer = cls(PER_DAY).fit(values[:split])
+    scores = peer.score(swapped.values, start=split)
+    inside, echo = np.zeros(len(scores), bool), np.zeros(len(scores), bool)
+    inside[day - split:day - split + PER_DAY] = True
+    echo[day - split + 7 * PER_DAY:day - split + 8 * PER_DAY] = True  # the Tuesday after
+    hour = np.arange(len(scores)) % PER_DAY
+    shift = inside & (hour >= 6) & (hour < 22)
+    assert np.all(scores[shift] > peer.threshold_)  # every hour of the missing shift
+    assert scores[shift].min() > scores[~inside & ~echo].max()
+    # the seasonal-naive weakness: the normal Tuesday after compares with the swapped one
+    echoed = scores[echo & (hour >= 6) & (hour < 22)]
+    assert (echoed.min() > peer.threshold_) == (cls is SeasonalNaivePeer)
+
+
+def test_seasonal_naive_is_the_week_ago_residual_over_its_robust_spread():
+    train = _sine(21, 6)
+    peer = SeasonalNaivePeer(PER_DAY).fit(train)
+    lag = 7 * PER_DAY
+    r = train[lag:] - train[:-lag]
+    spread = 1.4826 * np.median(np.abs(r - np.median(r)))
+    got = peer.score(train)
+    np.testing.assert_allclose(got[lag:], np.abs(r) / spread)
+    np.testing.assert_array_equal(got[:lag], 0.0)  # no week-ago reading: no evidence
+    assert peer.threshold_ == pytest.approx(quantile_threshold(got[lag:]))
+    np.testing.assert_allclose(peer.score(train, start=100), got[100:])
+
+
+def test_time_of_week_z_is_the_slot_median_and_mad_by_hand():
+    train = _plant(5, 3)
+    peer = TimeOfWeekZPeer(PER_DAY).fit(train)
+    week = 7 * PER_DAY
+    slot = np.arange(len(train)) % week
+    median = np.array([np.median(train[slot == k]) for k in range(week)])
+    mad = np.array([np.median(np.abs(train[slot == k] - median[k])) for k in range(week)])
+    res = train - median[slot]
+    floor = max(0.25 * 1.4826 * np.median(np.abs(res - np.median(res))),
+                0.01 * np.median(train))
+    want = np.abs(train - median[slot]) / (1.4826 * mad[slot] + floor)
+    np.testing.assert_allclose(peer.score(train), want)
+    assert peer.threshold_ == pytest.approx(quantile_threshold(want))
+    # the phase names the slots after the calendar and changes no score
+    shifted = TimeOfWeekZPeer(PER_DAY, phase=50).fit(train)
+    np.testing.assert_allclose(shifted.score(train), want)
+
+
+def test_a_flat_training_meter_does_not_divide_by_zero():
+    flat = np.full(3 * 7 * PER_DAY, 5.0)
+    for cls in CALENDAR:
+        peer = cls(PER_DAY).fit(flat)
+        bumped = flat.copy()
+        bumped[-3] = 6.0
+        scores = peer.score(bumped)
+        assert np.isfinite(scores).all() and scores[-3] > 0 and scores[-3] == scores.max()
+
+
+def test_week_phase_counts_from_monday_midnight():
+    assert week_phase(MONDAY, 900) == 0
+    assert week_phase(MONDAY + 900, 900) == 1
+    assert week_phase(MONDAY - 900, 900) == 7 * 96 - 1  # Sunday 23:45
+    assert week_phase(MONDAY + 2 * 86400 + 3600, 3600) == 2 * 24 + 1  # Wednesday 01:00
