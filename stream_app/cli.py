@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from stream_app.errors import InputError, MeterwatchError
+from stream_app.series_io import add_reader_arguments
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 EXIT_USER_ERROR = 2
@@ -33,15 +34,17 @@ def _csv_columns(p: argparse.ArgumentParser) -> None:
                    help="usage category when there is no category column (default: industrial)")
     p.add_argument("--max-gap", type=int, default=4,
                    help="missing readings in a row filled by interpolation (default: 4)")
+    add_reader_arguments(p)
 
 
 def _read(args):
-    from stream_app.series_io import read_meter_csv
+    from stream_app.series_io import read_meter_csv, reader_options
 
     return read_meter_csv(
         args.input, timestamp_col=args.timestamp_col, value_col=args.value_col,
         meter_col=args.meter_col, category_col=args.category_col,
         default_meter_id=args.meter_id, default_category=args.category, max_gap=args.max_gap,
+        **reader_options(args),
     )
 
 
@@ -60,7 +63,7 @@ def cmd_train(args) -> int:
     series = _read(args)
     for s in series:
         for repair in s.repairs:
-            print(f"repaired {s.meter_id}: {repair}")
+            print(f"repaired {repair}")
     models = ("cnn_gru", "lstm") if args.model == "both" else (args.model,)
     windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else None
     options = TrainOptions(
@@ -105,36 +108,53 @@ def cmd_score(args) -> int:
     from stream_app.model_bundle import Bundle
     from stream_app.offline import score_series
     from stream_app.scoring import Detector
-    from stream_app.series_io import format_timestamp, write_rows_csv
+    from stream_app.series_io import write_rows_csv
 
     detector = Detector(Bundle.load(args.model))
     series = _read(args)
     header = ["timestamp", "meter_id", "category", "value", "score", "zscore", "threshold",
               "is_anomaly", "window_size", "reason"]
-    rows, flagged, total = [], 0, 0
     limits = detector.bundle.limits
     need = detector.bundle.max_window + 1
     for s in series:
         if len(s.values) < need:
             raise InputError(f"meter {s.meter_id}: {len(s.values)} readings are too short for "
                              f"window {need - 1} (need at least {need})")
+    written = []  # (file line, row): one per input row
     for s in series:
-        result = score_series(detector, s)
-        limit = limits.limit(s.category)
-        for i in range(len(s.values)):
-            rows.append([format_timestamp(int(s.timestamps[i])), s.meter_id, s.category,
-                         f"{s.values[i]:.6g}", _fmt(result.score[i]), _fmt(result.z[i]),
-                         limit, int(result.flagged[i]), int(result.window[i]), result.reason[i]])
-        flagged += int(result.flagged.sum())
-        total += len(s.values)
+        written += _output_rows(s, score_series(detector, s), limits.limit(s.category))
+    written.sort(key=lambda item: item[0])  # input order
+    rows = [row for _, row in written]
     write_rows_csv(args.output, header, rows)
-    print(f"scored {total} readings of {len(series)} meter(s) with {detector.bundle.version}: "
-          f"{flagged} flagged; wrote {args.output}")
+    flagged = sum(row[7] for row in rows)
+    scored = sum(1 for row in rows if row[4])
+    print(f"scored {scored} of {len(rows)} readings of {len(series)} meter(s) with "
+          f"{detector.bundle.version}: {flagged} flagged; wrote {args.output}")
     return 0
 
 
-def _fmt(x: float) -> str:
-    return "" if math.isnan(x) else f"{x:.6f}"
+def _output_rows(s, result, limit) -> list[tuple[int, list]]:
+    """(file line, output row) for each input row of a series: a row whose reading is on the
+    grid gets that reading's score; a row that is not (a duplicate, an empty end...) is written
+    unscored with why. Interpolated readings have no input row and are not written."""
+    from stream_app.series_io import format_timestamp
+
+    def scored(i: int) -> list:
+        return [format_timestamp(int(s.timestamps[i])), s.meter_id, s.category,
+                f"{s.values[i]:.6g}", _fmt(result.score[i]), _fmt(result.z[i]), limit,
+                int(result.flagged[i]), int(result.window[i]), result.reason[i]]
+
+    if s.source is None:  # not read from a file: one row per reading
+        return [(i, scored(i)) for i in range(len(s.values))]
+    src = s.source
+    return [(int(src.lines[k]), scored(i) if i >= 0 else [
+        format_timestamp(int(src.timestamps[k])), s.meter_id, s.category,
+        _fmt(src.values[k], ".6g"), "", "", limit, 0, 0, src.notes[k]])
+        for k, i in enumerate(src.index.tolist())]
+
+
+def _fmt(x: float, spec: str = ".6f") -> str:
+    return "" if math.isnan(x) else format(x, spec)
 
 
 def cmd_simulate(args) -> int:
@@ -246,9 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_offsets(argv: list[str]) -> list[str]:
+    """`--tz -08:00` -> `--tz=-08:00`: argparse takes a value starting with '-' for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--tz", "--tz-offset") and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_offsets(sys.argv[1:] if argv is None else argv))
     try:
         return args.func(args)
     except MeterwatchError as exc:

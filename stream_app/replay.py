@@ -271,6 +271,9 @@ def add_replay_arguments(p) -> None:
     p.add_argument("--value-col", help="value column, kWh per interval (default: autodetect)")
     p.add_argument("--max-gap", type=int, default=4,
                    help="missing readings in a row filled by interpolation (default: 4)")
+    from stream_app.series_io import add_reader_arguments
+
+    add_reader_arguments(p)
     pace = p.add_mutually_exclusive_group(required=True)
     pace.add_argument("--rate", type=float, help="readings per second")
     pace.add_argument("--speed", type=_speed, help="multiple of real time, e.g. 96x")
@@ -286,12 +289,13 @@ def add_replay_arguments(p) -> None:
 
 def run_replay(args) -> int:
     """`meterwatch replay`: read the CSV (InputError propagates: exit 2), replay, summarise."""
-    from stream_app.series_io import read_meter_csv
+    from stream_app.series_io import read_meter_csv, reader_options
 
     series = read_meter_csv(
         args.input, timestamp_col=args.timestamp_col, value_col=args.value_col,
         meter_col=args.meter_col, category_col=args.category_col,
-        default_meter_id=args.meter_id, default_category=args.category, max_gap=args.max_gap)
+        default_meter_id=args.meter_id, default_category=args.category, max_gap=args.max_gap,
+        **reader_options(args))
     for s in series:
         for repair in s.repairs:
             print(f"repaired {repair}")

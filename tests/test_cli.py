@@ -106,3 +106,112 @@ def test_train_and_score_simulated_meters(tmp_path, capsys):
     print(f"\ntrain+score on 4 simulated meters x 28 days: {elapsed:.1f} s; "
           f"flag rate inside labelled anomalies {inside:.1%}, outside {outside:.2%}")
     assert inside > 2 * outside
+
+
+def _rows_of(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_score_writes_one_row_per_input_row_not_per_grid_slot(tmp_path, capsys, tiny_bundle):
+    """A 2-reading gap is interpolated for the windows, but only input rows are written: the
+    duplicates and the off-grid reading too, each in its input place."""
+    sim = tmp_path / "sim.csv"
+    assert run(capsys, "simulate", "--profile", "metal", "--meters", "1", "--days", "3",
+               "--out", str(sim))[0] == 0
+    lines = sim.read_text().splitlines()
+    header, body = lines[0], lines[1:]
+    del body[100:102]  # a gap of 2 readings
+    ts, rest = body[200].split(",", 1)
+    body.insert(201, body[200])  # an identical duplicate
+    body.insert(202, ts + "," + rest.replace(rest.split(",")[2], "999", 1))  # a conflicting one
+    messy = tmp_path / "messy.csv"
+    messy.write_text("\n".join([header, *body]) + "\n")
+    scores = tmp_path / "scores.csv"
+    code, out, err = run(capsys, "score", "--model", str(tiny_bundle.path), "--input",
+                         str(messy), "--output", str(scores))
+    assert code == 0, err
+    rows, given = _rows_of(scores), _rows_of(messy)
+    assert len(rows) == len(given) == len(body)
+    assert [r["timestamp"] for r in rows] == [g["timestamp"] for g in given]  # input order
+    assert rows[201]["reason"] == f"identical duplicate of row {200 + 2}, dropped"
+    assert rows[200]["reason"] == f"replaced by row {202 + 2} (--duplicates last)"
+    assert rows[202]["value"] == "999" and rows[202]["score"]
+    assert rows[200]["score"] == rows[201]["score"] == ""
+    warming = [i for i, r in enumerate(rows) if r["reason"] == "warming up"]
+    assert warming == list(range(len(warming))) and len(warming) < 30
+    scored = len(body) - 2 - len(warming)  # the interpolated 2 are scored, but not written
+    assert sum(1 for r in rows if r["score"]) == scored
+    assert f"scored {scored} of {len(body)} readings of 1 meter(s)" in out
+
+
+def test_score_reads_local_time_jitter_and_semicolons(tmp_path, capsys, tiny_bundle):
+    path = tmp_path / "local.csv"
+    rows = [f"27.10.2024 {h:02d}:{m + (1 if k % 2 else -1):02d};{k % 7 + 1},5"
+            for k, (h, m) in enumerate((h, m) for h in (0, 1, 2, 2, 3, 4, 5, 6, 7, 8)
+                                       for m in (1, 16, 31, 46))]
+    path.write_text("timestamp;value\n" + "\n".join(rows) + "\n")
+    scores = tmp_path / "scores.csv"
+    code, _, err = run(capsys, "score", "--model", str(tiny_bundle.path), "--input", str(path),
+                         "--output", str(scores), "--tz", "Europe/Amsterdam",
+                         "--timestamp-format", "%d.%m.%Y %H:%M", "--interval", "15min")
+    assert code == 0, err
+    got = _rows_of(scores)
+    assert len(got) == 40
+    assert got[0]["timestamp"] == "2024-10-26T22:00:00+00:00"  # 00:00 CEST
+    assert got[-1]["timestamp"] == "2024-10-27T07:45:00+00:00"  # 08:45 CET
+    assert got[1]["value"] == "2.5"
+
+
+def test_reader_flags_on_every_command():
+    from stream_app.cli import _join_negative_offsets, build_parser
+
+    parser = build_parser()
+    for argv in (["train", "--input", "x.csv", "--out", "b"],
+                 ["score", "--input", "x.csv", "--output", "o.csv"],
+                 ["replay", "--input", "x.csv", "--backfill"]):
+        args = parser.parse_args(_join_negative_offsets(
+            [*argv, "--interval", "5min", "--grid-tolerance", "60", "--duplicates", "mean",
+             "--tz", "-08:00", "--timestamp-format", "%Y%m%d%H%M"]))
+        assert (args.interval, args.grid_tolerance, args.duplicates, args.tz,
+                args.timestamp_format) == (300, 60, "mean", "-08:00", "%Y%m%d%H%M")
+    args = parser.parse_args(_join_negative_offsets(
+        ["import-greenbutton", "e.csv", "--tz-offset", "-08:00"]))
+    assert args.tz == "-08:00"
+
+
+def test_import_greenbutton_tz_offset_negative(tmp_path, capsys):
+    from pathlib import Path
+
+    export = Path(__file__).parent / "data" / "greenbutton" / "export_15min.csv"
+    out = tmp_path / "home.csv"
+    code, stdout, err = run(capsys, "import-greenbutton", str(export), "--tz-offset", "-08:00",
+                            "--meter-id", "home", "--csv", str(out))
+    assert code == 0, err
+    assert "2024-01-01T08:15:00+00:00 .. 2024-01-02T08:00:00+00:00" in stdout
+    assert run(capsys, "import-greenbutton", str(export), "--tz", "America/Los_Angeles",
+               "--meter-id", "home")[0] == 0
+
+
+@pytest.mark.parametrize(("flags", "content", "expected"), [
+    (["--duplicates", "error"],
+     "timestamp,value\n2025-01-01T00:00:00Z,1\n2025-01-01T00:00:00Z,2\n2025-01-01T00:15:00Z,1\n",
+     "duplicate timestamp 2025-01-01t00:00:00+00:00 for meter 'bad' at rows 2 and 3"),
+    (["--tz", "Mars/Olympus"], "timestamp,value\n2025-01-01T00:00:00,1\n", "mars/olympus"),
+    (["--grid-tolerance", "10min", "--interval", "15min"],
+     "timestamp,value\n2025-01-01T00:00:00Z,1\n2025-01-01T00:15:00Z,2\n", "half the 900 s"),
+])
+def test_reader_flag_errors_are_one_line(tmp_path, capsys, tiny_bundle, flags, content,
+                                         expected):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content)
+    code, _, err = run(capsys, "score", "--model", str(tiny_bundle.path), "--input", str(bad),
+                       "--output", str(tmp_path / "o.csv"), *flags)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err.lower(), err
+
+
+def test_bad_interval_flag_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["score", "--input", "x.csv", "--output", "o.csv", "--interval", "fortnight"])
+    assert info.value.code == 2
+    assert "not a duration like 300, 5min, 15min or 1h" in capsys.readouterr().err
