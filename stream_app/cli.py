@@ -112,6 +112,9 @@ def cmd_score(args) -> int:
 
     detector = Detector(Bundle.load(args.model))
     series = _read(args)
+    for s in series:
+        for repair in s.repairs:
+            print(f"repaired {repair}")
     header = ["timestamp", "meter_id", "category", "value", "score", "zscore", "threshold",
               "is_anomaly", "window_size", "reason"]
     limits = detector.bundle.limits
