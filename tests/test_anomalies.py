@@ -16,6 +16,7 @@ from stream_app.anomalies import (
     inject,
     inject_one,
     injection_unit,
+    reading_units,
     with_slow_drift,
 )
 from stream_app.errors import InputError
@@ -70,7 +71,7 @@ def test_dropout_is_zero_and_stuck_is_constant():
 
 def test_spike_size_is_relative_to_the_injection_unit():
     series = daily_series(days=3)
-    unit = injection_unit(series)
+    unit = injection_unit(series, 50, 3)
     out, _ = inject_one(series, "spike", 50, 3, np.random.default_rng(1))
     rise = out.values[50:53] - series.values[50:53]
     assert np.all(rise >= 3.0 * unit) and np.all(rise <= 6.0 * unit)
@@ -84,30 +85,72 @@ def _with(values, interval_s=900) -> MeterSeries:
                        interval_s, None, [])
 
 
-def test_injection_unit_is_the_time_of_day_spread_bounded_by_the_level():
+def _local_spread(series: MeterSeries, i: int) -> tuple[float, float]:
+    """(1.4826 * MAD, median) of the readings at the time of day of reading i."""
+    same = series.values[series.timestamps % 86400 == series.timestamps[i] % 86400]
+    median = float(np.median(same))
+    return 1.4826 * float(np.median(np.abs(same - median))), median
+
+
+def test_injection_unit_is_the_spread_of_the_slots_the_event_covers():
     rng = np.random.default_rng(0)
     day = 50 + 30 * np.sin(2 * np.pi * np.arange(PER_DAY) / PER_DAY)
     # noise of std 4 around a daily cycle: the unit is that spread, not the cycle's range
     noisy = _with(np.tile(day, 30) + rng.normal(0, 4, 30 * PER_DAY))
     assert injection_unit(noisy) == pytest.approx(4.0, rel=0.1)
-    # the same cycle with a tiny spread: 5 % of the median level
-    assert injection_unit(_with(np.tile(day, 30) + rng.normal(0, 0.01, 30 * PER_DAY))) \
-        == pytest.approx(0.05 * 50, rel=0.01)
+    assert injection_unit(noisy, 10, 4) == pytest.approx(4.0, rel=0.2)
+    # the same cycle with a tiny spread: 5 % of the slot's median, at least 5 % of the level
+    tiny = _with(np.tile(day, 30) + rng.normal(0, 0.01, 30 * PER_DAY))
+    for k in (0, 24, 72):
+        assert injection_unit(tiny, 5 * PER_DAY + k, 1) == pytest.approx(
+            0.05 * max(day[k], 50.0), rel=0.01)
     assert injection_unit(_with(np.full(500, 4.0))) == pytest.approx(0.2)  # flat: 5 % of 4
-    # readings all over the place: at most half the median reading
+    # readings all over the place: their spread, with no cap relative to the median reading
     wild = _with(rng.uniform(1, 100, 30 * PER_DAY))
-    assert injection_unit(wild) == pytest.approx(0.5 * np.median(wild.values))
+    assert injection_unit(wild) > 0.5 * np.median(wild.values)
+    assert injection_unit(wild) == pytest.approx(1.4826 * 99 / 4, rel=0.15)
     assert injection_unit(_with(np.zeros(10))) == 1.0
-    # a meter idle at 0 most of the time: its level is the median of its positive readings
+    # a meter idle at 0 most of the time: 5 % of the median positive reading where idle
     pump = np.zeros(30 * PER_DAY)
     pump[::4] = rng.uniform(9, 11, len(pump[::4]))
-    assert 0.05 * 9 <= injection_unit(_with(pump)) <= 0.5 * 11
+    units = reading_units(_with(pump))
+    assert units[1] == pytest.approx(0.05 * np.median(pump[pump > 0]))
+    assert 0.05 * 9 <= units[0] <= 1.5  # its running slots: the spread of 9-11 kWh
+
+
+def test_a_production_hour_spike_stands_out_from_its_slot_and_a_night_one_is_small():
+    series = steel_like()
+    slot = (series.timestamps % 86400) // 900
+    former_unit = 0.5 * np.median(series.values)  # what the one-unit-per-meter rule gave here
+    # a typical Wednesday 14:00 reading: the one at or above the slot's median, closest to it
+    spread, median = _local_spread(series, 2 * PER_DAY + 56)
+    same = np.flatnonzero((slot == 56) & (series.values >= median))
+    start = int(same[np.argmin(series.values[same] - median)])
+    assert spread > 5 * former_unit  # production hours vary far more than the old unit
+    for seed in range(5):
+        out, _ = inject_one(series, "spike", start, 1, np.random.default_rng(seed))
+        assert out.values[start] - median >= 3 * spread
+    # placed by inject: every spike rises by 3-6 of the local spreads of the slots it covers
+    out, events = inject(series, count=20, kinds=("spike",), seed=3, min_gap=8)
+    busy = 0
+    for e in events:
+        local = np.mean([max(_local_spread(series, i)[0], 0.05 * _local_spread(series, i)[1],
+                             0.05 * np.median(series.values)) for i in range(e.start, e.end)])
+        rise = out.values[e.start:e.end] - series.values[e.start:e.end]
+        assert np.all(rise >= 3 * local * (1 - 1e-9)) and np.all(rise <= 6 * local * (1 + 1e-9))
+        busy += bool(np.all((slot[e.start:e.end] >= 28) & (slot[e.start:e.end] < 84)))
+    assert busy >= 5
+    # a spike at 03:00 is sized by the night's spread (~0.3 kWh), not the production hours'
+    night = 7 * PER_DAY + 12
+    out, _ = inject_one(series, "spike", night, 1, np.random.default_rng(0))
+    assert out.values[night] - series.values[night] <= 6 * max(
+        _local_spread(series, night)[0], 0.05 * np.median(series.values))
+    assert out.values[night] - series.values[night] < spread
 
 
 def test_steel_like_series_gets_no_exact_zero_except_in_dropouts():
     series = steel_like()
     assert np.median(series.values) < 0.2 * series.values.max()  # bimodal like the plant
-    assert injection_unit(series) <= 0.5 * np.median(series.values)
     seen: set[str] = set()
     for seed, magnitude in itertools.product((1, 2, 3), (1.0, 3.0)):
         out, events = inject(series, count=10, kinds=INJECTABLE_KINDS, seed=seed,
@@ -256,7 +299,8 @@ def test_inject_on_real_steel_slice():
             assert np.all(out.values[e.start:e.end] == 0.0)
         else:
             assert not new_zeros[e.start:e.end].any(), e.kind
-    # the plant's unit: time-of-day spread bounded by half its median reading (4.57 kWh here
-    # and over the year); the old max(IQR / 1.349, std / 2) was ~8x the median
-    assert injection_unit(part) <= 0.5 * np.median(part.values) + 1e-9
-    assert injection_unit(steel) == pytest.approx(0.5 * 4.57)
+    # the plant's units: the spread of each time of day, 0.37 kWh at 04:15 (idle) to 52.7 kWh at
+    # 19:45 (production); the former one unit per meter was 2.29 kWh everywhere
+    slot = (steel.timestamps % 86400) // 900
+    assert injection_unit(steel, int(np.argmax(slot == 17)), 1) == pytest.approx(0.37, abs=0.01)
+    assert injection_unit(steel, int(np.argmax(slot == 79)), 1) == pytest.approx(52.7, abs=0.1)
