@@ -52,6 +52,10 @@ def severity(zscore: float, threshold: float) -> str:
     return "critical"
 
 
+def _severity(details: Detection) -> str:
+    return details.fixed_severity or severity(details.zscore, details.threshold)
+
+
 def alert_id(bundle_version: str, meter_id: str, opened_ts_ms: int, window_size: int,
              kind: str = "anomaly") -> str:
     """Stable id of an episode (module docstring says why these inputs)."""
@@ -77,6 +81,10 @@ class Detection:
     interval_s: int = DEFAULT_INTERVAL_S
     reason: str = ""
     latency_ms: float | None = None
+    kind: str = "anomaly"  # or a data-fault kind: stuck, dropout, out_of_range
+    lower: tuple[float, ...] = ()  # the time-of-week profile's 5-95 % band, kWh (when known)
+    upper: tuple[float, ...] = ()
+    fixed_severity: str = ""  # data faults: "high" whatever the forest's z
 
     def describe(self) -> str:
         return self.reason or (f"window {self.window_size} ({self.model}): z {self.zscore:.2f} "
@@ -112,10 +120,13 @@ class Alert:
     readings_flagged: int
     produced_at: str
     latency_ms: float | None = None
+    lower: tuple[float, ...] = ()
+    upper: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         data = {"schema": ALERT_SCHEMA, **asdict(self)}
-        data["expected"], data["actual"] = list(self.expected), list(self.actual)
+        for name in ("expected", "actual", "lower", "upper"):
+            data[name] = list(getattr(self, name))
         return data
 
     def to_json(self) -> bytes:
@@ -127,8 +138,8 @@ class Alert:
         """Inverse of to_dict; unknown fields are ignored (consumers tolerate additive change)."""
         names = {f.name for f in fields(cls)}
         kept = {k: v for k, v in data.items() if k in names}
-        kept["expected"] = tuple(kept.get("expected", ()))
-        kept["actual"] = tuple(kept.get("actual", ()))
+        for name in ("expected", "actual", "lower", "upper"):
+            kept[name] = tuple(kept.get(name, ()))
         return cls(**kept)
 
 
@@ -169,16 +180,19 @@ class AlertTracker:
             return alert
         if details is None:
             raise ValueError("a flagged reading needs its Detection details")
-        rank = SEVERITIES.index(severity(details.zscore, details.threshold))
+        rank = SEVERITIES.index(_severity(details))
         if "alert_id" not in state:
-            state.update(alert_id=alert_id(self.bundle_version, meter_id, ts, details.window_size),
-                         first_seen=ts, flagged=0, since_emit=0, clear_run=0, emitted_rank=-1,
+            state.update(alert_id=alert_id(self.bundle_version, meter_id, ts, details.window_size,
+                                           details.kind),
+                         kind=details.kind, first_seen=ts, flagged=0, since_emit=0, clear_run=0, emitted_rank=-1,
                          peak=None)
         state["flagged"] += 1
         state["since_emit"] += 1
         state["clear_run"] = 0
         state["last_seen"] = ts
-        if state["peak"] is None or details.zscore > state["peak"]["zscore"]:
+        if state["peak"] is None or (details.zscore / max(details.threshold, 1e-9)
+                                     > state["peak"]["zscore"] / max(state["peak"]["threshold"],
+                                                                     1e-9)):
             state["peak"] = _summary(details, ts)
         if state["emitted_rank"] >= 0 and rank <= state["emitted_rank"] \
                 and state["since_emit"] < self.update_every:
@@ -222,14 +236,16 @@ class AlertTracker:
                produced: int) -> Alert:
         start = ts - (details.window_size - 1) * details.interval_s * 1000
         return Alert(
-            alert_id=state["alert_id"], status=status, kind="anomaly", meter_id=meter_id,
+            alert_id=state["alert_id"], status=status, kind=state.get("kind", "anomaly"),
+            meter_id=meter_id,
             category=details.category, site=details.site, company=details.company,
             window_start=ms_to_iso(start), window_end=ms_to_iso(ts),
             window_size=details.window_size, model=self.model,
             bundle_version=self.bundle_version, dtw_error=dict(details.dtw_error),
             if_score=details.if_score, zscore=details.zscore, threshold=details.threshold,
-            severity=severity(details.zscore, details.threshold),
+            severity=_severity(details),
             expected=tuple(details.expected), actual=tuple(details.actual),
+            lower=tuple(details.lower), upper=tuple(details.upper),
             reason=details.describe(), first_seen=ms_to_iso(state["first_seen"]),
             last_seen=ms_to_iso(state["last_seen"]), readings_flagged=state["flagged"],
             produced_at=ms_to_iso(produced), latency_ms=details.latency_ms)
@@ -248,7 +264,7 @@ class AlertTracker:
 def _summary(details: Detection, ts: int) -> dict:
     """The JSON-able part of a Detection kept in state: no window values (state stays small)."""
     summary = {f.name: getattr(details, f.name) for f in fields(Detection)
-               if f.name not in ("expected", "actual", "latency_ms")}
+               if f.name not in ("expected", "actual", "latency_ms", "lower", "upper")}
     summary["dtw_error"] = dict(details.dtw_error)
     summary["ts"] = ts
     return summary

@@ -116,7 +116,7 @@ def cmd_score(args) -> int:
         for repair in s.repairs:
             print(f"repaired {repair}")
     header = ["timestamp", "meter_id", "category", "value", "score", "zscore", "threshold",
-              "is_anomaly", "window_size", "reason"]
+              "is_anomaly", "window_size", "reason", "kind"]
     limits = detector.bundle.limits
     need = detector.bundle.max_window + 1
     for s in series:
@@ -145,14 +145,14 @@ def _output_rows(s, result, limit) -> list[tuple[int, list]]:
     def scored(i: int) -> list:
         return [format_timestamp(int(s.timestamps[i])), s.meter_id, s.category,
                 f"{s.values[i]:.6g}", _fmt(result.score[i]), _fmt(result.z[i]), limit,
-                int(result.flagged[i]), int(result.window[i]), result.reason[i]]
+                int(result.flagged[i]), int(result.window[i]), result.reason[i], result.kind[i]]
 
     if s.source is None:  # not read from a file: one row per reading
         return [(i, scored(i)) for i in range(len(s.values))]
     src = s.source
     return [(int(src.lines[k]), scored(i) if i >= 0 else [
         format_timestamp(int(src.timestamps[k])), s.meter_id, s.category,
-        _fmt(src.values[k], ".6g"), "", "", limit, 0, 0, src.notes[k]])
+        _fmt(src.values[k], ".6g"), "", "", limit, 0, 0, src.notes[k], ""])
         for k, i in enumerate(src.index.tolist())]
 
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stream_app.errors import BundleError, ConfigError
+from stream_app.evidence import MeterProfile
 from stream_app.isolation_forest import ForestScorer
 from stream_app.preprocessing import Normaliser
 from stream_app.thresholds import CategoryLimits
@@ -52,8 +54,15 @@ _SCHEMA: dict[str, Any] = {
     "training": dict,
     "attribution": (str, type(None)),
     "audit": list,
+    # the evidence beside the reconstruction (stream_app.evidence); optional: bundles trained
+    # before it score with the forest alone
+    "evidence": {"recent_readings": int, "profile_limit": float,
+                 "meters": {"*": {"median": list, "lower": list, "upper": list, "spread": list,
+                                  "level": float, "max_value": float, "max_run": int,
+                                  "ratio_center": float, "ratio_scale": float,
+                                  "ratio_limit": float}}},
 }
-_REQUIRED = set(_SCHEMA) - {"attribution", "audit"}
+_REQUIRED = set(_SCHEMA) - {"attribution", "audit", "evidence"}
 
 
 def sha256_file(path: Path) -> str:
@@ -98,7 +107,11 @@ def validate_manifest(manifest: dict) -> None:
         raise BundleError(f"feature_order {manifest['feature_order']} != {expected}")
     if manifest["dtw"].get("measure", "dtw") not in ("dtw", "mse"):
         raise BundleError(f"dtw.measure {manifest['dtw']['measure']!r}: 'dtw' or 'mse'")
-    n = len(expected)
+    evidence = manifest.get("evidence") or {}
+    recent = evidence.get("recent_readings", 0)
+    if recent < 0 or recent > min(manifest["window_sizes"] or [0]):
+        raise BundleError(f"evidence.recent_readings {recent} is outside its window sizes")
+    n = len(expected) * (2 if recent else 1)
     stats = manifest["feature_stats"]
     if len(stats["median"]) != n or len(stats["scale"]) != n:
         raise BundleError("feature_stats do not match the feature order")
@@ -128,6 +141,7 @@ class Bundle:
     manifest: dict
     forest: ForestScorer
     limits: CategoryLimits
+    profiles: Mapping[str, MeterProfile] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -153,6 +167,11 @@ class Bundle:
         stats = self.manifest["normalisation"]["meters"].get(meter_id)
         return Normaliser.from_dict(stats) if stats else None
 
+    def profile_for(self, meter_id: str) -> MeterProfile | None:
+        """The meter's time-of-week profile and fault statistics; None for a meter training
+        never saw (it is scored by the reconstruction evidence alone)."""
+        return self.profiles.get(meter_id)
+
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
         path = Path(path)
@@ -173,11 +192,13 @@ class Bundle:
                      for c, v in decision.get("category_stats", {}).items()}
             limits = CategoryLimits(decision["limits"], decision["score_mean"],
                                     decision["score_std"], stats)
+            profiles = {m: MeterProfile.from_dict(p) for m, p in
+                        (manifest.get("evidence") or {}).get("meters", {}).items()}
         except (ValueError, OSError, ConfigError) as exc:
             raise BundleError(f"bundle {path} is incompatible: {exc}") from None
-        if forest.n_features != len(manifest["feature_order"]):
+        if forest.n_features != len(manifest["feature_stats"]["median"]):
             raise BundleError("the Isolation Forest does not match the feature order")
-        return cls(path, manifest, forest, limits)
+        return cls(path, manifest, forest, limits, profiles)
 
 
 def _verify_files(path: Path, manifest: dict) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_app.meter_window import MeterHistory
-from stream_app.scoring import Detector
+from stream_app.scoring import Detector, RowContext
 from stream_app.series_io import MeterSeries
 
 BATCH = 512
@@ -26,6 +26,7 @@ class SeriesScores:
     flagged: np.ndarray  # int8
     window: np.ndarray  # window size behind the reason, 0 when not scored
     reason: list[str]
+    kind: list[str]  # "anomaly" or a data-fault kind where flagged, else ""
 
 
 def new_history(detector: Detector, meter_id: str, interval_s: int, **rules) -> MeterHistory:
@@ -46,34 +47,39 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
     flagged = np.zeros(n, dtype=np.int8)
     window = np.zeros(n, dtype=np.int64)
     reason = ["warming up"] * n
+    kind = [""] * n
     history = new_history(detector, series.meter_id, series.interval_s)
     pending_rows: list[int] = []
     pending_windows: list[np.ndarray] = []
+    pending_raw: list[np.ndarray] = []
 
     def flush() -> None:
         if not pending_rows:
             return
         windows = detector.trailing_windows(np.stack(pending_windows))
-        result = detector.score_batch(windows, [series.category] * len(pending_rows))
         rows = np.asarray(pending_rows)
+        context = RowContext(np.stack(pending_raw), series.timestamps[rows],
+                             [series.meter_id] * len(rows), series.interval_s)
+        result = detector.score_batch(windows, [series.category] * len(rows), context)
         score[rows], z[rows] = result.score, result.z
         flagged[rows] = result.flagged
         for k, row in enumerate(pending_rows):
-            feature = int(result.reason_feature[k])
-            window[row] = int(detector.feature_order[feature].split("/")[1])
-            reason[row] = detector.reason_text(feature, float(result.excess[k])) if (
-                result.flagged[k]) else ""
+            window[row] = detector.feature_source(int(result.reason_feature[k]))[1]
+            reason[row] = detector.explain(result, k) if result.flagged[k] else ""
+            kind[row] = result.kind[k] if result.flagged[k] else ""
         pending_rows.clear()
         pending_windows.clear()
+        pending_raw.clear()
 
     for row, (ts, value) in enumerate(zip(series.timestamps.tolist(), series.values.tolist())):
         outcome = history.push(int(ts), float(value))
         if outcome.status == "ok" and history.ready:
             pending_rows.append(row)
             pending_windows.append(history.normalised_window())
+            pending_raw.append(np.asarray(history.values, dtype=np.float64))
             if len(pending_rows) >= BATCH:
                 flush()
         elif outcome.status != "ok":
             reason[row] = outcome.reason or outcome.status
     flush()
-    return SeriesScores(series, score, z, flagged, window, reason)
+    return SeriesScores(series, score, z, flagged, window, reason, kind)

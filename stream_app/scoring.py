@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_app.dtw import dtw_batch
+from stream_app.evidence import Evidence, assess
 from stream_app.inference import Reconstructor
 from stream_app.model_bundle import Bundle
 
@@ -31,26 +32,44 @@ LOG_FLOOR = 1e-6  # keeps log() finite for a perfect reconstruction
 
 @dataclass(frozen=True)
 class BatchScores:
-    errors: np.ndarray  # (n, n_features) DTW errors
+    errors: np.ndarray  # (n, n_features) DTW errors (then the recent readings' errors)
     score: np.ndarray  # (n,) Isolation Forest score, higher = more anomalous
     z: np.ndarray  # (n,) z-score of the score against normal training rows
     limit: np.ndarray  # (n,) the category's z limit
-    flagged: np.ndarray  # (n,) bool
+    flagged: np.ndarray  # (n,) bool: forest, profile branch or a data-fault rule
     reason_feature: np.ndarray  # (n,) index into feature_order of the most unusual error
     excess: np.ndarray  # (n,) that feature's error / its typical error
     reconstructions: dict  # (model, window) -> (n, window) float32 normalised reconstruction
+    evidence: Evidence | None = None  # profile and fault rules, when rows came with context
+    kind: tuple[str, ...] = ()  # per row: "anomaly" or a data-fault kind (when flagged)
+    branch: tuple[str, ...] = ()  # per row: "forest", "profile", a fault kind, or ""
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What the evidence needs beside the normalised windows: raw readings and their time."""
+
+    values: np.ndarray  # (n, L) the trailing readings, kWh
+    end_ts_s: np.ndarray  # (n,) epoch seconds of each row's newest reading
+    meter_ids: Sequence[str]
+    interval_s: np.ndarray | int  # one for all rows, or one per row
 
 
 def reconstruction_errors(
     reconstructor: Reconstructor, models: Sequence[str], windows: dict[int, np.ndarray],
     band: int | None, normalise: bool, timings: dict | None = None, measure: str = "dtw",
+    recent: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """DTW errors (n, n_features) in feature order (window-major, then model) + reconstructions.
 
+    With `recent` > 0, as many columns again follow, in the same order: the mean squared error
+    of the window's last `recent` readings. A window-level DTW error cannot say where in the
+    window the anomaly is; the error of the newest readings starts and ends an alert with it.
     `measure` "mse" gives the mean squared error instead (only for the DTW-vs-MSE ablation).
     `timings`, when given, receives the seconds spent in inference and in DTW."""
     n = len(next(iter(windows.values())))
-    errors = np.empty((n, len(models) * len(windows)), dtype=np.float64)
+    pairs = len(models) * len(windows)
+    errors = np.empty((n, pairs * (2 if recent else 1)), dtype=np.float64)
     recons = {}
     column = 0
     spent = {"inference": 0.0, "dtw": 0.0}
@@ -68,6 +87,10 @@ def reconstruction_errors(
             dist = dtw_batch(left, right, band=band, normalise=normalise)
         spent["dtw"] += time.perf_counter() - started
         errors[:, column:column + len(models)] = dist.reshape(len(models), n).T
+        if recent:
+            tail = np.mean((left[:, -recent:] - right[:, -recent:]) ** 2, axis=1)
+            errors[:, pairs + column:pairs + column + len(models)] = tail.reshape(
+                len(models), n).T
         column += len(models)
     if timings is not None:
         timings.update(spent)
@@ -100,6 +123,9 @@ class Detector:
         stats = manifest["feature_stats"]
         self._median = np.asarray(stats["median"], dtype=np.float64)
         self._scale = np.asarray(stats["scale"], dtype=np.float64)
+        evidence = manifest.get("evidence") or {}
+        self.recent = int(evidence.get("recent_readings", 0))
+        self.profile_limit = float(evidence.get("profile_limit", np.inf))
         self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
     def trailing_windows(self, rows: np.ndarray) -> dict[int, np.ndarray]:
@@ -109,25 +135,60 @@ class Detector:
 
     def errors(self, windows: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
         return reconstruction_errors(self.reconstructor, self.bundle.models, windows,
-                                     self.band, self.normalise_dtw, self.timings, self.measure)
+                                     self.band, self.normalise_dtw, self.timings, self.measure,
+                                     self.recent)
 
     @staticmethod
     def features(errors: np.ndarray) -> np.ndarray:
         return log_errors(errors)
 
-    def score_batch(self, windows: dict[int, np.ndarray], categories: Sequence[str]) -> BatchScores:
+    def score_batch(self, windows: dict[int, np.ndarray], categories: Sequence[str],
+                    context: RowContext | None = None) -> BatchScores:
         errors, recons = self.errors(windows)
         feats = self.features(errors)
         score = self.bundle.forest.score(forest_features(feats, self._median))
-        z, limit, flagged = self.bundle.limits.decide(score, categories)
+        z, limit, forest_flag = self.bundle.limits.decide(score, categories)
         robust = (feats - self._median) / self._scale
         reason = np.argmax(robust, axis=1)
         excess = np.exp(feats[np.arange(len(feats)), reason] - self._median[reason])
-        return BatchScores(errors, score, z, limit, flagged, reason, excess, recons)
+        if context is None:
+            return BatchScores(errors, score, z, limit, forest_flag, reason, excess, recons)
+        profiles = [self.bundle.profile_for(m) for m in context.meter_ids]
+        ev = assess(context.values, context.end_ts_s, context.interval_s, profiles)
+        own = np.asarray([p.ratio_limit if p is not None else np.inf for p in profiles])
+        profile_flag = np.nan_to_num(ev.profile_score, nan=0.0) > np.maximum(
+            self.profile_limit, own)
+        branch = tuple(f or ("forest" if ff else "profile" if pf else "")
+                       for f, ff, pf in zip(ev.fault, forest_flag, profile_flag, strict=True))
+        kind = tuple(f or "anomaly" for f in ev.fault)
+        flagged = np.asarray([b != "" for b in branch], dtype=bool)
+        return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, ev, kind,
+                           branch)
+
+    def feature_source(self, feature_index: int) -> tuple[str, int, bool]:
+        """(model, window, recent?) of a forest feature."""
+        n = len(self.feature_order)
+        model, window = self.feature_order[feature_index % n].split("/")
+        return model, int(window), feature_index >= n
 
     def reason_text(self, feature_index: int, excess: float) -> str:
-        model, window = self.feature_order[feature_index].split("/")
+        model, window, recent = self.feature_source(feature_index)
+        if recent:
+            return (f"window {window} ({model}): error of the last {self.recent} readings "
+                    f"{excess:.1f}x typical")
         return f"window {window} ({model}): {self.measure.upper()} error {excess:.1f}x typical"
+
+    def explain(self, scores: BatchScores, row: int) -> str:
+        """Why row `row` was flagged, in one line."""
+        branch = scores.branch[row] if scores.branch else "forest"
+        if branch == "forest":
+            return self.reason_text(int(scores.reason_feature[row]), float(scores.excess[row]))
+        ev = scores.evidence
+        if branch == "profile":
+            return (f"time of week: the last readings are {ev.profile_score[row]:.1f} spreads "
+                    f"from this hour's usual {ev.expected[row]:.3g} kWh (limit "
+                    f"{self.profile_limit:.1f})")
+        return ev.fault_reason[row]
 
     def expected_readings(
         self, model_window: tuple[str, int], row: int, scores: BatchScores,

@@ -23,7 +23,7 @@ import orjson
 from stream_app.alerts import Alert, AlertTracker, Detection, alert_id
 from stream_app.meter_window import MeterHistory
 from stream_app.records import Reading, ms_to_iso
-from stream_app.scoring import Detector
+from stream_app.scoring import Detector, RowContext
 
 
 @dataclass
@@ -151,7 +151,12 @@ class StreamScorer:
             self.tracker.bundle_version = detector.bundle.version
             self.tracker.model = "+".join(detector.bundle.models)
             windows = detector.trailing_windows(np.stack([r.window for r in group]))
-            scores = detector.score_batch(windows, [r.reading.category for r in group])
+            context = RowContext(
+                np.stack([r.values for r in group]).astype(np.float64),
+                np.asarray([r.reading.ts_s for r in group], dtype=np.int64),
+                [r.reading.meter_id for r in group],
+                np.asarray([r.reading.interval_s for r in group], dtype=np.int64))
+            scores = detector.score_batch(windows, [r.reading.category for r in group], context)
             for k, row in enumerate(group):
                 flagged = bool(scores.flagged[k])
                 details = self._detection(k, row, scores, histories) if flagged else None
@@ -164,22 +169,35 @@ class StreamScorer:
     def _detection(self, k: int, row: _Row, scores, histories) -> Detection:
         detector = row.detector
         feature = int(scores.reason_feature[k])
-        model, window = detector.feature_order[feature].split("/")
-        w = int(window)
+        model, w, _ = detector.feature_source(feature)
         actual = row.values[-w:]
         normaliser = histories[row.reading.meter_id].normaliser
         expected = detector.expected_readings((model, w), k, scores, actual, normaliser)
-        errors = dict(zip((f.replace("/", "@") for f in detector.feature_order),
-                          np.round(scores.errors[k], 6).tolist(), strict=True))
+        names = [f.replace("/", "@") for f in detector.feature_order]
+        if detector.recent:
+            names += [f"{f}@last{detector.recent}" for f in names]
+        errors = dict(zip(names, np.round(scores.errors[k], 6).tolist(), strict=True))
         reading = row.reading
+        zscore, threshold = round(float(scores.z[k]), 4), float(scores.limit[k])
+        branch = scores.branch[k] if scores.branch else "forest"
+        if branch == "profile":  # the branch's own z (spreads from the usual) and its limit
+            zscore = round(float(scores.evidence.profile_score[k]), 4)
+            threshold = detector.profile_limit
+        lower = upper = ()
+        profile = detector.bundle.profile_for(reading.meter_id)
+        if profile is not None:  # what this meter usually reads at these hours of the week
+            ts = reading.ts_s - np.arange(w - 1, -1, -1) * reading.interval_s
+            band = profile.band(ts)
+            expected, lower, upper = band[0], _rounded(band[1]), _rounded(band[2])
         return Detection(
             category=reading.category, window_size=w, model=model,
-            zscore=round(float(scores.z[k]), 4), threshold=float(scores.limit[k]),
+            zscore=zscore, threshold=threshold,
             if_score=round(float(scores.score[k]), 6), dtw_error=errors,
-            expected=tuple(np.round(expected, 4).tolist()),
-            actual=tuple(np.round(actual, 4).tolist()),
+            expected=_rounded(expected), actual=_rounded(actual),
             site=reading.site, company=reading.company, interval_s=reading.interval_s,
-            reason=detector.reason_text(feature, float(scores.excess[k])),
+            reason=detector.explain(scores, k), kind=scores.kind[k] if scores.kind else "anomaly",
+            lower=lower, upper=upper,
+            fixed_severity="high" if branch not in ("forest", "profile") else "",
         )
 
     def _gap_alert(self, reading: Reading, missing: int, produced: int) -> Alert:
@@ -196,3 +214,7 @@ class StreamScorer:
             first_seen=ms_to_iso(gap_start), last_seen=ms_to_iso(reading.ts),
             readings_flagged=0, produced_at=ms_to_iso(produced),
         )
+
+
+def _rounded(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(np.round(np.asarray(values, dtype=np.float64), 4).tolist())

@@ -80,11 +80,16 @@ def test_the_mse_ablation_measures_the_mean_squared_reconstruction_error(tiny_bu
     windows = detector.trailing_windows(rows)
     mse, recons = reconstruction_errors(detector.reconstructor, tiny_bundle.models, windows,
                                         None, True, measure="mse")
-    dtw, _ = detector.errors(windows)
+    errors, _ = detector.errors(windows)
+    pairs = len(detector.feature_order)
+    dtw, recent = errors[:, :pairs], errors[:, pairs:]
+    assert recent.shape == dtw.shape  # the bundle also scores its newest readings' error
     for i, feature in enumerate(detector.feature_order):
         model, w = feature.split("/")
-        expected = np.mean((windows[int(w)] - recons[(model, int(w))]) ** 2, axis=1)
-        np.testing.assert_allclose(mse[:, i], expected, rtol=1e-5)
+        squared = (windows[int(w)] - recons[(model, int(w))]) ** 2
+        np.testing.assert_allclose(mse[:, i], squared.mean(axis=1), rtol=1e-5)
+        np.testing.assert_allclose(recent[:, i], squared[:, -detector.recent:].mean(axis=1),
+                                   rtol=1e-5)
     assert (dtw <= mse * 24 + 1e-9).all() and not np.allclose(dtw, mse)  # DTW warps: not the same
 
 

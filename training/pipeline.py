@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from stream_app.errors import InputError
+from stream_app.evidence import MeterProfile, profile_span
 from stream_app.inference import Reconstructor
 from stream_app.isolation_forest import ForestScorer
 from stream_app.model_bundle import FOREST_FILE, Bundle, BundleLayout, onnx_name, write_manifest
@@ -41,12 +43,17 @@ from training.export import export_onnx
 from training.models import build_model, config_dict
 from training.train import TrainConfig, fit_autoencoder
 
+log = logging.getLogger(__name__)
 VALIDATION_SHARE = 0.2
 MAX_FEATURE_ROWS = 20_000  # Isolation Forest rows: plenty for a 1-6 feature forest
 ADVERSARIAL_ROWS = 1_000
 MIN_CATEGORY_ROWS = 200  # fewer normal rows than this: the category uses the pooled statistics
 NORMAL_QUANTILE = 0.995  # without MI-FGSM: the base limit at most this quantile of normal z
 MIN_BASE_LIMIT = 1.5
+RECENT_READINGS = 4  # the error of a window's newest readings: where a short anomaly is
+PROFILE_MIN_LIMIT = 4.0  # the time-of-week branch never flags nearer than 4 spreads
+PROFILE_MAX_LIMIT = 8.0  # nor needs more than 8 (validation may hold real anomalies)
+PROFILE_FALSE_RUNS_PER_WEEK = 0.25  # its limit: about one false run a month on normal data
 
 
 @dataclass
@@ -58,6 +65,8 @@ class TrainOptions:
     band: int | None = None
     error_measure: str = "dtw"  # or "mse": the plain squared error, for the ablation
     adversarial: bool | None = None  # MI-FGSM calibration; None: the profile's augmentation.enabled
+    recent_readings: int = RECENT_READINGS  # 0: window-level errors only (the ablation)
+    evidence: bool = True  # time-of-week profile and data-fault rules (False: the ablation)
     name: str = "bundle"
     version: str = ""
     seed: int = 0
@@ -132,6 +141,36 @@ def _best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float,
     return best
 
 
+def _evidence(meters: list[_Meter], recent: int) -> dict:
+    """Each meter's profile (stream_app.evidence) and the profile branch's limit.
+
+    The limit is calibrated on the validation part with profiles fitted on the training part
+    only: the quantile of the branch score that leaves about PROFILE_FALSE_RUNS_PER_WEEK runs
+    of flags a week on normal readings, clipped to [PROFILE_MIN_LIMIT, PROFILE_MAX_LIMIT]: a
+    validation part with real unlabelled anomalies (a holiday, a changed shift) must not make
+    the branch blind. The profiles shipped are then fitted on all normal readings."""
+    scores, quantiles = [], []
+    for m in meters:
+        s = m.series
+        profile = MeterProfile.fit(s.values[:m.split], s.timestamps[:m.split], m.good[:m.split])
+        span = profile_span(s.interval_s)
+        if len(s.values) - m.split < span:
+            continue
+        ratio = profile.log_ratio(s.values[m.split:], s.timestamps[m.split:], span)
+        z = np.abs(ratio - profile.ratio_center) / profile.ratio_scale
+        normal = np.convolve(m.good[m.split:], np.ones(span), "valid") >= span
+        scores.append(z[normal])
+        per_week = 7 * 86400 / s.interval_s
+        quantiles.append(1 - PROFILE_FALSE_RUNS_PER_WEEK * span / per_week)
+    limit = PROFILE_MIN_LIMIT
+    if scores:
+        reach = float(np.quantile(np.concatenate(scores), min(quantiles)))
+        limit = float(np.clip(reach, PROFILE_MIN_LIMIT, PROFILE_MAX_LIMIT))
+    profiles = {m.series.meter_id: MeterProfile.fit(m.series.values, m.series.timestamps, m.good)
+                .to_dict() for m in meters}
+    return {"recent_readings": recent, "profile_limit": limit, "meters": profiles}
+
+
 def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
                  options: TrainOptions, keep: dict | None = None) -> Bundle:
     """Train, export, calibrate and verify a bundle in `out`. `keep`, when given, receives the
@@ -149,8 +188,9 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     models: dict[tuple[str, int], object] = {}
     history: dict[str, dict] = {}
     for w in sizes:
-        hop = max(1, w // 8)
-        train_x, val_x = _windows(meters, w, "train", hop), _windows(meters, w, "val", hop)
+        # dense windows (one per reading): the trainer draws a fresh subset every epoch, so
+        # the autoencoders see every shape within their step budget
+        train_x, val_x = _windows(meters, w, "train", 1), _windows(meters, w, "val", max(1, w // 8))
         for kind in options.models:
             model = build_model(kind, w, seed=options.seed)
             model, hist = fit_autoencoder(model, train_x, val_x, options.train, desc=f"{kind}/{w}")
@@ -163,6 +203,15 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
             }
             models[(kind, w)] = model
             history[f"{kind}/{w}"] = {k: v for k, v in hist.items() if k != "model"}
+            # the baseline an autoencoder must beat: each validation window's own mean
+            window_mean = float(np.mean((val_x - val_x.mean(axis=1, keepdims=True)) ** 2))
+            best = float(min(hist["val_loss"]))
+            history[f"{kind}/{w}"].update(window_mean_mse=window_mean,
+                                          beats_window_mean=best < window_mean)
+            if best >= window_mean:
+                log.warning("%s/%d does not beat its windows' mean (validation MSE %.3f vs "
+                            "%.3f): its errors carry little evidence; train longer "
+                            "(--epochs, --max-train-windows)", kind, w, best, window_mean)
 
     layout = BundleLayout(out, tuple(options.models), sizes)
     reconstructor = Reconstructor(layout)
@@ -176,7 +225,8 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     def errors_of(rows_: np.ndarray) -> np.ndarray:
         windows = {w: np.ascontiguousarray(rows_[:, -w:]) for w in sizes}
         return reconstruction_errors(reconstructor, layout.models, windows, options.band, True,
-                                     measure=options.error_measure)[0]
+                                     measure=options.error_measure,
+                                     recent=options.recent_readings)[0]
 
     train_rows, _ = rows("train", MAX_FEATURE_ROWS)
     val_rows, val_owner = rows("val", MAX_FEATURE_ROWS // 2)
@@ -275,6 +325,10 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         "attribution": options.attribution,
         "audit": [],
     }
+    if options.evidence:
+        manifest["evidence"] = _evidence(meters, min(options.recent_readings, min(sizes)))
+    elif options.recent_readings:
+        manifest["evidence"] = {"recent_readings": min(options.recent_readings, min(sizes))}
     write_manifest(out, manifest)
     if keep is not None:
         keep.update(models=models, val_rows=val_rows, train_rows=train_rows)

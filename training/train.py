@@ -32,7 +32,7 @@ class TrainConfig:
     patience: int = 4  # epochs without validation improvement before stopping
     min_delta: float = 1e-4  # improvement smaller than this does not count (z-score units^2)
     seed: int = 0  # shuffling and subsampling
-    max_train_windows: int = 20000  # overlapping windows are redundant; caps CPU time
+    max_train_windows: int = 20000  # windows per epoch, drawn afresh from all every epoch
     threads: int | None = None  # torch intra-op threads; None leaves torch's default
 
     def __post_init__(self) -> None:
@@ -65,9 +65,9 @@ def fit_autoencoder(
     window = _model_window(model)
     train = _as_windows(train_windows, window, "train_windows")
     val = _as_windows(val_windows, window, "val_windows")
-    train = _subsample(train, cfg.max_train_windows, cfg.seed)
-
-    history: dict = {"train_loss": [], "val_loss": [], "train_windows": len(train)}
+    history: dict = {"train_loss": [], "val_loss": [], "train_windows": len(train),
+                     "steps": 0}
+    draw = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
     with _threads(cfg.threads):
         torch.manual_seed(cfg.seed)
@@ -78,7 +78,12 @@ def fit_autoencoder(
         best_loss, best_epoch, best_state, waited = float("inf"), 0, None, 0
         bar = tqdm(range(cfg.epochs), desc=desc or type(model).__name__, unit="epoch")
         for epoch in bar:
-            history["train_loss"].append(_train_epoch(model, opt, x_train, cfg.batch_size, gen))
+            epoch_x = x_train
+            if len(x_train) > cfg.max_train_windows:  # a fresh subset: every shape gets seen
+                pick = draw.choice(len(x_train), cfg.max_train_windows, replace=False)
+                epoch_x = x_train[torch.from_numpy(np.sort(pick))]
+            history["train_loss"].append(_train_epoch(model, opt, epoch_x, cfg.batch_size, gen))
+            history["steps"] += -(-len(epoch_x) // cfg.batch_size)
             val_loss = _mean_loss(model, x_val)
             history["val_loss"].append(val_loss)
             if val_loss < best_loss - cfg.min_delta or best_state is None:
@@ -134,14 +139,6 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> flo
         for batch in x.split(batch_size):
             total += nn.functional.mse_loss(model(batch), batch, reduction="sum").item()
     return total / x.numel()
-
-
-def _subsample(x: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """At most `limit` windows, chosen by a seeded RNG and kept in time order."""
-    if len(x) <= limit:
-        return x
-    keep = np.sort(np.random.default_rng(seed).choice(len(x), size=limit, replace=False))
-    return x[keep]
 
 
 def _as_windows(windows: np.ndarray, window: int, name: str, *, allow_empty: bool = False
