@@ -114,7 +114,7 @@ def expected_alerts(bundle, series_list) -> set[tuple[str, str]]:
         for i in np.flatnonzero(np.isfinite(result.score)):
             flagged = bool(result.flagged[i])
             det = Detection(s.category, int(result.window[i]), "", float(result.z[i]), limit,
-                            float(result.score[i])) if flagged else None
+                            float(result.score[i]), kind=result.kind[i]) if flagged else None
             alert = tracker.observe(s.meter_id, int(s.timestamps[i]) * 1000, flagged, det)
             if alert is not None and alert.status != "update":
                 out.add((alert.alert_id, alert.status))
