@@ -210,7 +210,8 @@ def _summary(series, events, sent_at: dict, log: AlertLog) -> None:
     from datetime import datetime
 
     interval = {s.meter_id: s.interval_s for s in series}
-    anomalies = [a for a in log.alerts if a["kind"] == "anomaly" and a["status"] != "resolved"]
+    anomalies = [a for a in log.alerts if a["kind"] not in ("gap", "meter_silent")
+                 and a["status"] != "resolved"]
     hit_events, false_alerts, latencies = set(), set(), []
     for alert, received in zip(log.alerts, log.received, strict=True):
         end_ms = int(datetime.fromisoformat(alert["window_end"]).timestamp() * 1000)
