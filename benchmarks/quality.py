@@ -187,7 +187,7 @@ def _runs_per_week(flagged: np.ndarray, interval_s: int) -> float:
     return runs / (len(f) * interval_s / (7 * 86400))
 
 
-def steel(quick: bool, tmp: Path) -> tuple[dict, str, dict, dict, list[str]] | None:
+def steel(quick: bool) -> tuple[dict, str, dict, list[str]] | None:
     """Per magnitude (1 and 3): every injectable kind, 45 events a seed; false alert runs per
     meter-week on the clean series and on the clean series with a +30 % slow drift."""
     path = data_dir() / "steel_industry_energy" / "Steel_industry_data.csv"
@@ -224,7 +224,7 @@ def steel(quick: bool, tmp: Path) -> tuple[dict, str, dict, dict, list[str]] | N
         false_lines.append(f"| {peer.name} | {cells[0]:.2f} | {cells[1]:.2f} |")
     note = (f"{len(clean)} readings; {len(seeds)} seed(s) x 45 injected events per magnitude "
             f"(kinds: {', '.join(INJECTABLE_KINDS)}); ours: the shipped bundle")
-    return tallies, note, per_kind, {}, false_lines
+    return tallies, note, per_kind, false_lines
 
 
 def _evidence_score(r) -> np.ndarray:
@@ -384,9 +384,9 @@ def main(argv: list[str] | None = None) -> int:
             lines += ["## LEAD (hourly, hand-labelled)", "", note, "", *table(tallies), ""]
             verdicts.append(verdict("LEAD", tallies))
             lead_f1 = tallies[OURS].summary()["ev_f1"]
-        got = steel(args.quick, tmp)
+        got = steel(args.quick)
         if got:
-            per_magnitude, note, per_kind, _, false_lines = got
+            per_magnitude, note, per_kind, false_lines = got
             lines += ["## Steel plant (15-min, injected anomalies)", "", note, ""]
             for key, tallies in per_magnitude.items():
                 lines += [f"### {key}", "", *table(tallies), "",

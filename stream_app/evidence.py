@@ -38,11 +38,10 @@ MIN_SLOT_READINGS = 2  # fewer normal readings in an hour of the week: use the h
 MIN_STUCK_READINGS = 4  # a run of 3 equal readings is common on coarse meters
 OUT_OF_RANGE_FACTOR = 2.0  # twice as far above the median as any normal reading
 ZERO_SHARE = 0.02  # "near zero": at most 2 % of the meter's median reading
-SPREAD_FLOOR = 0.05  # of the meter's median reading (or of its mean absolute value)
 RATIO_OFFSET = 0.1  # c of the ratio, in units of the meter's median reading
 MIN_RATIO_SCALE = 0.02  # a 2 % energy difference is never many spreads away
-RATIO_FALSE_RUNS_PER_WEEK = 0.25  # the meter's own limit: ~1 flagged run a month in training
-PROFILE_SPAN_S = 3 * 3600  # the profile residual is averaged over the last three hours
+FALSE_RUNS_PER_WEEK = 0.25  # the branch's limits: about one flagged run a month on normal data
+PROFILE_SPAN_S = 3 * 3600  # the profile branch compares the energy of the last three hours
 FAULT_KINDS = ("stuck", "dropout", "out_of_range")
 
 
@@ -55,16 +54,19 @@ def profile_span(interval_s: int) -> int:
     return max(1, round(PROFILE_SPAN_S / interval_s))
 
 
+def budget_quantile(interval_s: int) -> float:
+    """The quantile of normal branch scores that leaves about FALSE_RUNS_PER_WEEK runs of
+    flags (each about a span long) a week."""
+    return max(0.5, 1 - FALSE_RUNS_PER_WEEK * profile_span(interval_s) * interval_s / WEEK_S)
+
+
 def _longest_flat_run(values: np.ndarray) -> int:
-    """Longest run of identical consecutive non-zero readings."""
-    best = run = 1
-    for k in range(1, len(values)):
-        if values[k] == values[k - 1] and values[k] != 0:
-            run += 1
-            best = max(best, run)
-        else:
-            run = 1
-    return best if len(values) else 0
+    """Longest run of identical consecutive non-zero readings (0 for no readings)."""
+    if len(values) == 0:
+        return 0
+    same = (values[1:] == values[:-1]) & (values[1:] != 0)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], same.astype(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max(initial=0)) + 1
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,6 @@ class MeterProfile:
     median: np.ndarray  # (168,) per hour of the week
     lower: np.ndarray  # (168,) 5th percentile
     upper: np.ndarray  # (168,) 95th percentile
-    spread: np.ndarray  # (168,) robust std (1.4826 MAD), floored
     level: float  # median reading
     max_value: float  # largest normal reading
     max_run: int  # longest run of identical non-zero readings
@@ -87,60 +88,55 @@ class MeterProfile:
     def fit(cls, values: np.ndarray, ts_s: np.ndarray, good: np.ndarray | None = None
             ) -> MeterProfile:
         x = np.asarray(values, dtype=np.float64)
+        ts = np.asarray(ts_s, dtype=np.int64)
         keep = np.ones(len(x), bool) if good is None else np.asarray(good, bool)
-        slot = hour_of_week(ts_s)
-        max_run = _longest_flat_run(x[keep]) if keep.any() else 0
-        x, slot = x[keep], slot[keep]
-        level = float(np.median(x))
-        floor = SPREAD_FLOOR * max(abs(level), float(np.mean(np.abs(x))), 1e-9)
-        stats = np.empty((4, SLOTS))
+        slot = hour_of_week(ts)[keep]
+        normal = x[keep]
+        stats = np.empty((3, SLOTS))
         hour = slot % 24
         for s in range(SLOTS):
-            pick = x[slot == s]
+            pick = normal[slot == s]
             if len(pick) < MIN_SLOT_READINGS:
-                pick = x[hour == s % 24]
+                pick = normal[hour == s % 24]
             if len(pick) == 0:
-                pick = x
-            med = np.median(pick)
-            stats[:, s] = (med, np.quantile(pick, 0.05), np.quantile(pick, 0.95),
-                           1.4826 * np.median(np.abs(pick - med)))
-        profile = cls(stats[0], stats[1], stats[2], np.maximum(stats[3], floor), level,
-                      float(x.max()), int(max_run))
-        ts = np.asarray(ts_s, dtype=np.int64)
-        span = profile_span(int(np.median(np.diff(ts)))) if len(ts) > 1 else 1
-        ratio = profile.log_ratio(np.asarray(values, np.float64), ts, span)
-        normal = np.convolve(keep, np.ones(span), "valid") >= span
-        ratio = ratio[normal] if normal.any() else ratio
+                pick = normal
+            stats[:, s] = np.quantile(pick, (0.5, 0.05, 0.95))
+        profile = cls(stats[0], stats[1], stats[2], float(np.median(normal)),
+                      float(normal.max()), _longest_flat_run(normal))
+        interval = max(int(np.median(np.diff(ts))), 1) if len(ts) > 1 else WEEK_S
+        span = profile_span(interval)
+        ratio = profile.log_ratio(x, ts, span)
+        whole = np.convolve(keep, np.ones(span), "valid") >= span  # no anomalous reading in it
+        ratio = ratio[whole] if whole.any() else ratio
         if len(ratio) == 0:
             return profile
         center = float(np.median(ratio))
-        scale = 1.4826 * float(np.median(np.abs(ratio - center)))
-        scale = max(scale, MIN_RATIO_SCALE)
-        per_week = WEEK_S / max(int(np.median(np.diff(ts))), 1)
-        z = np.abs(ratio - center) / scale
-        q = max(0.5, 1 - RATIO_FALSE_RUNS_PER_WEEK * span / per_week)
+        scale = max(1.4826 * float(np.median(np.abs(ratio - center))), MIN_RATIO_SCALE)
+        q = budget_quantile(interval)
         return replace(profile, ratio_center=center, ratio_scale=scale,
-                       ratio_limit=float(np.quantile(z, q)))
+                       ratio_limit=float(np.quantile(np.abs(ratio - center) / scale, q)))
 
     def log_ratio(self, values: np.ndarray, ts_s: np.ndarray, span: int) -> np.ndarray:
-        """log((actual + c) / (expected + c)) of every run of `span` consecutive readings."""
-        c = span * max(RATIO_OFFSET * self.level, 1e-9)
-        expected = self.median[hour_of_week(ts_s)]
+        """The energy ratio of every run of `span` consecutive readings (see _log_ratio)."""
         ones = np.ones(span)
-        return np.log((np.convolve(values, ones, "valid") + c)
-                      / (np.convolve(expected, ones, "valid") + c))
+        return _log_ratio(np.convolve(values, ones, "valid"),
+                          np.convolve(self.median[hour_of_week(ts_s)], ones, "valid"),
+                          self.level, span)
+
+    def ratio_z(self, values: np.ndarray, ts_s: np.ndarray, span: int) -> np.ndarray:
+        """The branch's score of every run of `span` readings: robust |z| of its ratio."""
+        return np.abs(self.log_ratio(values, ts_s, span) - self.ratio_center) / self.ratio_scale
 
     def to_dict(self) -> dict:
         r = lambda a: [round(float(v), 6) for v in a]
         return {"median": r(self.median), "lower": r(self.lower), "upper": r(self.upper),
-                "spread": r(self.spread), "level": self.level, "max_value": self.max_value,
-                "max_run": self.max_run, "ratio_center": self.ratio_center,
-                "ratio_scale": self.ratio_scale, "ratio_limit": self.ratio_limit}
+                "level": self.level, "max_value": self.max_value, "max_run": self.max_run,
+                "ratio_center": self.ratio_center, "ratio_scale": self.ratio_scale,
+                "ratio_limit": self.ratio_limit}
 
     @classmethod
     def from_dict(cls, d: dict) -> MeterProfile:
-        arrays = [np.asarray(d[k], dtype=np.float64) for k in ("median", "lower", "upper",
-                                                                 "spread")]
+        arrays = [np.asarray(d[k], dtype=np.float64) for k in ("median", "lower", "upper")]
         if any(a.shape != (SLOTS,) or not np.isfinite(a).all() for a in arrays):
             raise ValueError(f"a meter profile needs {SLOTS} finite values per statistic")
         return cls(*arrays, float(d["level"]), float(d["max_value"]), int(d["max_run"]),
@@ -151,60 +147,117 @@ class MeterProfile:
         slot = hour_of_week(ts_s)
         return self.median[slot], self.lower[slot], self.upper[slot]
 
-    def residual(self, values: np.ndarray, ts_s: np.ndarray) -> np.ndarray:
-        slot = hour_of_week(ts_s)
-        return (np.asarray(values, np.float64) - self.median[slot]) / self.spread[slot]
+
+def _log_ratio(actual_sum, expected_sum, level, span: int):
+    """log((actual + c) / (expected + c)) of a span's energy, c = RATIO_OFFSET x the meter's
+    median reading per reading: quiet hours do not make ratios of noise."""
+    c = span * np.maximum(RATIO_OFFSET * np.asarray(level, dtype=np.float64), 1e-9)
+    return np.log((actual_sum + c) / (expected_sum + c))
+
+
+class ProfileTable:
+    """A bundle's meter profiles as stacked arrays, so that a batch is assessed at once."""
+
+    def __init__(self, profiles: dict[str, MeterProfile]):
+        self.profiles = dict(profiles)
+        self.index = {meter: k for k, meter in enumerate(self.profiles)}
+        rows = list(self.profiles.values())
+
+        def stack(name: str, width: int = 1) -> np.ndarray:
+            out = np.asarray([getattr(p, name) for p in rows], dtype=np.float64)
+            return out.reshape(len(rows), width) if width > 1 else out.reshape(len(rows))
+
+        self.median, self.lower = stack("median", SLOTS), stack("lower", SLOTS)
+        self.level, self.max_value, self.max_run = (stack(n) for n in
+                                                    ("level", "max_value", "max_run"))
+        self.ratio_center, self.ratio_scale, self.ratio_limit = (
+            stack(n) for n in ("ratio_center", "ratio_scale", "ratio_limit"))
+
+    def get(self, meter_id: str) -> MeterProfile | None:
+        return self.profiles.get(meter_id)
+
+    def rows_of(self, meter_ids) -> np.ndarray:
+        """Each meter's row in the table, -1 for a meter without a profile."""
+        return np.fromiter((self.index.get(m, -1) for m in meter_ids), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.profiles)
 
 
 @dataclass(frozen=True)
 class Evidence:
-    """Per row: the profile branch's score and each fault rule's verdict."""
+    """Per row: the profile branch's score and decision, and the fault rules' verdict."""
 
     profile_score: np.ndarray  # (n,) robust |z| of the span's energy ratio, NaN: no profile
+    profile_limit: np.ndarray  # (n,) the limit it was held to (inf: no profile)
+    profile_flag: np.ndarray  # (n,) bool
     expected: np.ndarray  # (n,) the profile's median at the scored reading (NaN: none)
     lower: np.ndarray
-    upper: np.ndarray
     fault: list[str]  # (n,) "" or the first fault kind that holds
     fault_reason: list[str]
 
 
 def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | int,
-           profiles: list[MeterProfile | None]) -> Evidence:
+           table: ProfileTable, meter_ids, bundle_limit: float) -> Evidence:
     """Evidence of rows of raw readings (n, length) kWh, each ending at `end_ts_s` (epoch s),
-    `interval_s` apart (one interval for all rows, or one per row)."""
+    `interval_s` apart (one interval for all rows, or one per row). The profile branch flags
+    above the larger of `bundle_limit` and the meter's own limit."""
     values = np.asarray(values, dtype=np.float64)
     n, length = values.shape
     intervals = np.broadcast_to(np.asarray(interval_s, dtype=np.int64), (n,))
-    score = np.full(n, np.nan)
-    expected, lower, upper = (np.full(n, np.nan) for _ in range(3))
+    t = table.rows_of(meter_ids)
+    score, expected, lower = (np.full(n, np.nan) for _ in range(3))
+    limit = np.full(n, np.inf)
     fault, why = [""] * n, [""] * n
+    have = np.flatnonzero(t >= 0)
+    for interval in np.unique(intervals[have]):  # one pass per interval in the batch
+        rows = have[intervals[have] == interval]
+        p = t[rows]
+        span = min(profile_span(int(interval)), length)
+        back = np.arange(span - 1, -1, -1, dtype=np.int64) * int(interval)
+        slots = hour_of_week(np.asarray(end_ts_s, dtype=np.int64)[rows, None] - back)
+        ratio = _log_ratio(values[rows, -span:].sum(axis=1),
+                           table.median[p[:, None], slots].sum(axis=1), table.level[p], span)
+        score[rows] = np.abs(ratio - table.ratio_center[p]) / table.ratio_scale[p]
+        limit[rows] = np.maximum(bundle_limit, table.ratio_limit[p])
+        expected[rows] = table.median[p, slots[:, -1]]
+        lower[rows] = table.lower[p, slots[:, -1]]
+    _faults(values, t, table, lower, fault, why)
+    flag = np.nan_to_num(score, nan=0.0) > limit
+    return Evidence(score, limit, flag, expected, lower, fault, why)
+
+
+def _faults(values, t, table: ProfileTable, lower, fault: list[str], why: list[str]) -> None:
+    """The data-fault rules, in order of precedence: stuck, dropout, out_of_range."""
+    have = t >= 0
+    if not have.any():
+        return
+    p = np.where(have, t, 0)
+    last = values[:, -1]
     flat = _trailing_flat_run(values)
-    for k, profile in enumerate(profiles):
-        if profile is None:
-            continue
-        span = min(profile_span(int(intervals[k])), length)
-        ts = int(end_ts_s[k]) - np.arange(span - 1, -1, -1, dtype=np.int64) * int(intervals[k])
-        last = values[k, -1]
-        slot = int(hour_of_week(ts[-1:])[0])
-        ratio = float(profile.log_ratio(values[k, -span:], ts, span)[0])
-        score[k] = abs(ratio - profile.ratio_center) / profile.ratio_scale
-        expected[k], lower[k], upper[k] = (profile.median[slot], profile.lower[slot],
-                                           profile.upper[slot])
-        near_zero = ZERO_SHARE * max(profile.level, 0.0)
-        reach = max(profile.max_value - profile.level, 0.0)
-        if last != 0 and flat[k] > max(profile.max_run, MIN_STUCK_READINGS):
-            fault[k] = "stuck"
-            why[k] = (f"stuck: {flat[k]} identical readings of {last:g} (longest in normal "
-                      f"data: {profile.max_run})")
-        elif last <= near_zero and profile.lower[slot] > near_zero:
-            fault[k] = "dropout"
-            why[k] = (f"dropout: {last:g} kWh where this hour of the week reads at least "
-                      f"{profile.lower[slot]:.3g} kWh 95 % of the time")
-        elif reach > 0 and last > profile.level + OUT_OF_RANGE_FACTOR * reach:
-            fault[k] = "out_of_range"
-            why[k] = (f"out_of_range: {last:g} kWh, the largest normal reading is "
-                      f"{profile.max_value:.3g} kWh")
-    return Evidence(score, expected, lower, upper, fault, why)
+    level, max_run, max_value = table.level[p], table.max_run[p], table.max_value[p]
+    near_zero = ZERO_SHARE * np.maximum(level, 0.0)
+    reach = np.maximum(max_value - level, 0.0)
+    stuck = have & (last != 0) & (flat > np.maximum(max_run, MIN_STUCK_READINGS))
+    dropout = have & ~stuck & (last <= near_zero) & (np.nan_to_num(lower) > near_zero)
+    high = have & ~stuck & ~dropout & (reach > 0) & (last > level + OUT_OF_RANGE_FACTOR * reach)
+    for k in np.flatnonzero(stuck):
+        fault[k] = "stuck"
+        why[k] = (f"stuck: {flat[k]} identical readings of {last[k]:g} (longest in normal "
+                  f"data: {int(max_run[k])})")
+    for k in np.flatnonzero(dropout):
+        fault[k] = "dropout"
+        why[k] = (f"dropout: {last[k]:g} kWh where this hour of the week reads at least "
+                  f"{lower[k]:.3g} kWh 95 % of the time")
+    for k in np.flatnonzero(high):
+        fault[k] = "out_of_range"
+        why[k] = (f"out_of_range: {last[k]:g} kWh, the largest normal reading is "
+                  f"{max_value[k]:.3g} kWh")
+
+
+def alert_kind(branch: str) -> str:
+    """The alert kind of a flag's branch: a data fault is its own kind, the rest `anomaly`."""
+    return branch if branch in FAULT_KINDS else "anomaly"
 
 
 def _trailing_flat_run(values: np.ndarray) -> np.ndarray:

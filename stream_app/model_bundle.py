@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.errors import BundleError, ConfigError
-from stream_app.evidence import MeterProfile
+from stream_app.evidence import MeterProfile, ProfileTable
 from stream_app.isolation_forest import ForestScorer
 from stream_app.preprocessing import Normaliser
 from stream_app.thresholds import CategoryLimits
@@ -57,7 +56,7 @@ _SCHEMA: dict[str, Any] = {
     # the evidence beside the reconstruction (stream_app.evidence); optional: bundles trained
     # before it score with the forest alone
     "evidence": {"recent_readings": int, "profile_limit": float,
-                 "meters": {"*": {"median": list, "lower": list, "upper": list, "spread": list,
+                 "meters": {"*": {"median": list, "lower": list, "upper": list,
                                   "level": float, "max_value": float, "max_run": int,
                                   "ratio_center": float, "ratio_scale": float,
                                   "ratio_limit": float}}},
@@ -141,7 +140,7 @@ class Bundle:
     manifest: dict
     forest: ForestScorer
     limits: CategoryLimits
-    profiles: Mapping[str, MeterProfile] = field(default_factory=dict)
+    profiles: ProfileTable = field(default_factory=lambda: ProfileTable({}))
 
     @property
     def version(self) -> str:
@@ -192,8 +191,8 @@ class Bundle:
                      for c, v in decision.get("category_stats", {}).items()}
             limits = CategoryLimits(decision["limits"], decision["score_mean"],
                                     decision["score_std"], stats)
-            profiles = {m: MeterProfile.from_dict(p) for m, p in
-                        (manifest.get("evidence") or {}).get("meters", {}).items()}
+            profiles = ProfileTable({m: MeterProfile.from_dict(p) for m, p in
+                                     (manifest.get("evidence") or {}).get("meters", {}).items()})
         except (ValueError, OSError, ConfigError) as exc:
             raise BundleError(f"bundle {path} is incompatible: {exc}") from None
         if forest.n_features != len(manifest["feature_stats"]["median"]):

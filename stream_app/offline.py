@@ -66,7 +66,7 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
         for k, row in enumerate(pending_rows):
             window[row] = detector.feature_source(int(result.reason_feature[k]))[1]
             reason[row] = detector.explain(result, k) if result.flagged[k] else ""
-            kind[row] = result.kind[k] if result.flagged[k] else ""
+            kind[row] = result.kind(k) if result.flagged[k] else ""
         pending_rows.clear()
         pending_windows.clear()
         pending_raw.clear()

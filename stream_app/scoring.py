@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_app.dtw import dtw_batch
-from stream_app.evidence import Evidence, assess
+from stream_app.evidence import Evidence, alert_kind, assess
 from stream_app.inference import Reconstructor
 from stream_app.model_bundle import Bundle
 
@@ -40,9 +40,12 @@ class BatchScores:
     reason_feature: np.ndarray  # (n,) index into feature_order of the most unusual error
     excess: np.ndarray  # (n,) that feature's error / its typical error
     reconstructions: dict  # (model, window) -> (n, window) float32 normalised reconstruction
+    branch: tuple[str, ...]  # per row: what flagged it ("forest", "profile", a fault kind) or ""
     evidence: Evidence | None = None  # profile and fault rules, when rows came with context
-    kind: tuple[str, ...] = ()  # per row: "anomaly" or a data-fault kind (when flagged)
-    branch: tuple[str, ...] = ()  # per row: "forest", "profile", a fault kind, or ""
+
+    def kind(self, row: int) -> str:
+        """The alert kind of a flagged row (stream_app.evidence.alert_kind)."""
+        return alert_kind(self.branch[row])
 
 
 @dataclass(frozen=True)
@@ -151,25 +154,28 @@ class Detector:
         robust = (feats - self._median) / self._scale
         reason = np.argmax(robust, axis=1)
         excess = np.exp(feats[np.arange(len(feats)), reason] - self._median[reason])
-        if context is None:
-            return BatchScores(errors, score, z, limit, forest_flag, reason, excess, recons)
-        profiles = [self.bundle.profile_for(m) for m in context.meter_ids]
-        ev = assess(context.values, context.end_ts_s, context.interval_s, profiles)
-        own = np.asarray([p.ratio_limit if p is not None else np.inf for p in profiles])
-        profile_flag = np.nan_to_num(ev.profile_score, nan=0.0) > np.maximum(
-            self.profile_limit, own)
+        ev = None
+        fault, profile_flag = [""] * len(score), np.zeros(len(score), dtype=bool)
+        if context is not None:
+            ev = assess(context.values, context.end_ts_s, context.interval_s,
+                        self.bundle.profiles, context.meter_ids, self.profile_limit)
+            fault, profile_flag = ev.fault, ev.profile_flag
         branch = tuple(f or ("forest" if ff else "profile" if pf else "")
-                       for f, ff, pf in zip(ev.fault, forest_flag, profile_flag, strict=True))
-        kind = tuple(f or "anomaly" for f in ev.fault)
+                       for f, ff, pf in zip(fault, forest_flag, profile_flag, strict=True))
         flagged = np.asarray([b != "" for b in branch], dtype=bool)
-        return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, ev, kind,
-                           branch)
+        return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, branch, ev)
 
     def feature_source(self, feature_index: int) -> tuple[str, int, bool]:
         """(model, window, recent?) of a forest feature."""
         n = len(self.feature_order)
         model, window = self.feature_order[feature_index % n].split("/")
         return model, int(window), feature_index >= n
+
+    @property
+    def error_names(self) -> list[str]:
+        """Names of the error columns, as alerts show them: "lstm@96", "lstm@96@last4"."""
+        names = [f.replace("/", "@") for f in self.feature_order]
+        return names + [f"{f}@last{self.recent}" for f in names] if self.recent else names
 
     def reason_text(self, feature_index: int, excess: float) -> str:
         model, window, recent = self.feature_source(feature_index)
@@ -180,14 +186,14 @@ class Detector:
 
     def explain(self, scores: BatchScores, row: int) -> str:
         """Why row `row` was flagged, in one line."""
-        branch = scores.branch[row] if scores.branch else "forest"
+        branch = scores.branch[row]
         if branch == "forest":
             return self.reason_text(int(scores.reason_feature[row]), float(scores.excess[row]))
         ev = scores.evidence
         if branch == "profile":
             return (f"time of week: the last readings are {ev.profile_score[row]:.1f} spreads "
                     f"from this hour's usual {ev.expected[row]:.3g} kWh (limit "
-                    f"{self.profile_limit:.1f})")
+                    f"{ev.profile_limit[row]:.1f})")
         return ev.fault_reason[row]
 
     def expected_readings(

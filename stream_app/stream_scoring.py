@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from stream_app.alerts import Alert, AlertTracker, Detection, alert_id
+from stream_app.evidence import FAULT_KINDS
 from stream_app.meter_window import MeterHistory
 from stream_app.records import Reading, ms_to_iso
 from stream_app.scoring import Detector, RowContext
@@ -152,7 +153,7 @@ class StreamScorer:
             self.tracker.model = "+".join(detector.bundle.models)
             windows = detector.trailing_windows(np.stack([r.window for r in group]))
             context = RowContext(
-                np.stack([r.values for r in group]).astype(np.float64),
+                np.stack([r.values for r in group]),
                 np.asarray([r.reading.ts_s for r in group], dtype=np.int64),
                 [r.reading.meter_id for r in group],
                 np.asarray([r.reading.interval_s for r in group], dtype=np.int64))
@@ -173,16 +174,14 @@ class StreamScorer:
         actual = row.values[-w:]
         normaliser = histories[row.reading.meter_id].normaliser
         expected = detector.expected_readings((model, w), k, scores, actual, normaliser)
-        names = [f.replace("/", "@") for f in detector.feature_order]
-        if detector.recent:
-            names += [f"{f}@last{detector.recent}" for f in names]
-        errors = dict(zip(names, np.round(scores.errors[k], 6).tolist(), strict=True))
+        errors = dict(zip(detector.error_names, np.round(scores.errors[k], 6).tolist(),
+                          strict=True))
         reading = row.reading
         zscore, threshold = round(float(scores.z[k]), 4), float(scores.limit[k])
-        branch = scores.branch[k] if scores.branch else "forest"
+        branch = scores.branch[k]
         if branch == "profile":  # the branch's own z (spreads from the usual) and its limit
             zscore = round(float(scores.evidence.profile_score[k]), 4)
-            threshold = detector.profile_limit
+            threshold = float(scores.evidence.profile_limit[k])
         lower = upper = ()
         profile = detector.bundle.profile_for(reading.meter_id)
         if profile is not None:  # what this meter usually reads at these hours of the week
@@ -195,9 +194,9 @@ class StreamScorer:
             if_score=round(float(scores.score[k]), 6), dtw_error=errors,
             expected=_rounded(expected), actual=_rounded(actual),
             site=reading.site, company=reading.company, interval_s=reading.interval_s,
-            reason=detector.explain(scores, k), kind=scores.kind[k] if scores.kind else "anomaly",
+            reason=detector.explain(scores, k), kind=scores.kind(k),
             lower=lower, upper=upper,
-            fixed_severity="high" if branch not in ("forest", "profile") else "",
+            fixed_severity="high" if branch in FAULT_KINDS else "",
         )
 
     def _gap_alert(self, reading: Reading, missing: int, produced: int) -> Alert:

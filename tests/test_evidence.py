@@ -9,6 +9,7 @@ from stream_app.evidence import (
     MIN_STUCK_READINGS,
     SLOTS,
     MeterProfile,
+    ProfileTable,
     assess,
     hour_of_week,
     profile_span,
@@ -32,6 +33,12 @@ def factory(weeks: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def profile() -> MeterProfile:
     values, ts = factory()
     return MeterProfile.fit(values, ts)
+
+
+def judge(rows: np.ndarray, end_ts: np.ndarray, profile: MeterProfile | None):
+    """assess() for rows of one meter, with the profile (or none) a bundle would hold."""
+    table = ProfileTable({} if profile is None else {"m": profile})
+    return assess(rows, end_ts, INTERVAL, table, ["m"] * len(rows), bundle_limit=4.0)
 
 
 def rows_at(values: np.ndarray, ts: np.ndarray, ends: list[int], length: int = 96):
@@ -60,7 +67,7 @@ def test_the_profile_learns_the_week_and_round_trips(profile):
 def test_normal_rows_raise_no_fault_and_stay_under_the_meters_limit(profile):
     values, ts = factory(weeks=2, seed=7)
     ends = list(range(200, len(values), 37))
-    ev = assess(*rows_at(values, ts, ends), INTERVAL, [profile] * len(ends))
+    ev = judge(*rows_at(values, ts, ends), profile)
     assert ev.fault == [""] * len(ends)
     assert (ev.profile_score <= max(profile.ratio_limit, 4.0)).mean() > 0.97
 
@@ -70,7 +77,7 @@ def test_a_weekday_that_looks_like_a_sunday_is_far_from_the_profile(profile):
     tuesday = 8 * 96  # the second week's Tuesday (day 8)
     values[tuesday:tuesday + 96] = values[tuesday - 2 * 96:tuesday - 96]  # Sunday's readings
     at_noon = tuesday + 12 * 4
-    ev = assess(*rows_at(values, ts, [at_noon]), INTERVAL, [profile])
+    ev = judge(*rows_at(values, ts, [at_noon]), profile)
     assert ev.profile_score[0] > 2 * max(profile.ratio_limit, 4.0)
     assert ev.expected[0] == pytest.approx(profile.median[hour_of_week(ts[at_noon:at_noon + 1])[0]])
 
@@ -85,7 +92,7 @@ def test_stuck_dropout_and_out_of_range_are_their_own_kinds(profile):
     surge = values.copy()
     surge[noon] = 10 * profile.max_value
     rows = np.stack([r[noon - 95:noon + 1] for r in (stuck, dropout, surge, values)])
-    ev = assess(rows, np.full(4, ts[noon]), INTERVAL, [profile] * 4)
+    ev = judge(rows, np.full(4, ts[noon]), profile)
     assert ev.fault == ["stuck", "dropout", "out_of_range", ""]
     assert "11 identical readings" in ev.fault_reason[0]
 
@@ -97,13 +104,13 @@ def test_short_flat_runs_and_zero_at_idle_hours_are_normal():
     night = 7 * 96 + 2 * 4
     flat = values.copy()
     flat[night - MIN_STUCK_READINGS:night + 1] = 0.0
-    ev = assess(*rows_at(flat, ts, [night]), INTERVAL, [profile])
+    ev = judge(*rows_at(flat, ts, [night]), profile)
     assert ev.fault == [""]  # zero runs at night are the meter's normal, not a stuck value
 
 
 def test_a_meter_without_profile_gets_no_evidence():
     values, ts = factory(weeks=1)
-    ev = assess(*rows_at(values, ts, [500]), INTERVAL, [None])
+    ev = judge(*rows_at(values, ts, [500]), None)
     assert np.isnan(ev.profile_score[0]) and ev.fault == [""]
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from stream_app.errors import InputError
-from stream_app.evidence import MeterProfile, profile_span
+from stream_app.evidence import MeterProfile, budget_quantile, profile_span
 from stream_app.inference import Reconstructor
 from stream_app.isolation_forest import ForestScorer
 from stream_app.model_bundle import FOREST_FILE, Bundle, BundleLayout, onnx_name, write_manifest
@@ -53,7 +53,6 @@ MIN_BASE_LIMIT = 1.5
 RECENT_READINGS = 4  # the error of a window's newest readings: where a short anomaly is
 PROFILE_MIN_LIMIT = 4.0  # the time-of-week branch never flags nearer than 4 spreads
 PROFILE_MAX_LIMIT = 8.0  # nor needs more than 8 (validation may hold real anomalies)
-PROFILE_FALSE_RUNS_PER_WEEK = 0.25  # its limit: about one false run a month on normal data
 
 
 @dataclass
@@ -145,8 +144,8 @@ def _evidence(meters: list[_Meter], recent: int) -> dict:
     """Each meter's profile (stream_app.evidence) and the profile branch's limit.
 
     The limit is calibrated on the validation part with profiles fitted on the training part
-    only: the quantile of the branch score that leaves about PROFILE_FALSE_RUNS_PER_WEEK runs
-    of flags a week on normal readings, clipped to [PROFILE_MIN_LIMIT, PROFILE_MAX_LIMIT]: a
+    only: the quantile of the branch score that leaves about evidence.FALSE_RUNS_PER_WEEK
+    runs of flags a week on normal readings, clipped to [PROFILE_MIN_LIMIT, PROFILE_MAX_LIMIT]: a
     validation part with real unlabelled anomalies (a holiday, a changed shift) must not make
     the branch blind. The profiles shipped are then fitted on all normal readings."""
     scores, quantiles = [], []
@@ -156,12 +155,10 @@ def _evidence(meters: list[_Meter], recent: int) -> dict:
         span = profile_span(s.interval_s)
         if len(s.values) - m.split < span:
             continue
-        ratio = profile.log_ratio(s.values[m.split:], s.timestamps[m.split:], span)
-        z = np.abs(ratio - profile.ratio_center) / profile.ratio_scale
+        z = profile.ratio_z(s.values[m.split:], s.timestamps[m.split:], span)
         normal = np.convolve(m.good[m.split:], np.ones(span), "valid") >= span
         scores.append(z[normal])
-        per_week = 7 * 86400 / s.interval_s
-        quantiles.append(1 - PROFILE_FALSE_RUNS_PER_WEEK * span / per_week)
+        quantiles.append(budget_quantile(s.interval_s))
     limit = PROFILE_MIN_LIMIT
     if scores:
         reach = float(np.quantile(np.concatenate(scores), min(quantiles)))
@@ -183,6 +180,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
             stale.unlink()
     sizes = tuple(sorted(options.window_sizes or _choose_windows(series), reverse=True))
     max_w = max(sizes)
+    recent = min(options.recent_readings, min(sizes))  # a window's newest readings, at most all
     meters = _prepare(series, max_w)
     files: dict[str, dict] = {}
     models: dict[tuple[str, int], object] = {}
@@ -226,7 +224,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         windows = {w: np.ascontiguousarray(rows_[:, -w:]) for w in sizes}
         return reconstruction_errors(reconstructor, layout.models, windows, options.band, True,
                                      measure=options.error_measure,
-                                     recent=options.recent_readings)[0]
+                                     recent=recent)[0]
 
     train_rows, _ = rows("train", MAX_FEATURE_ROWS)
     val_rows, val_owner = rows("val", MAX_FEATURE_ROWS // 2)
@@ -326,9 +324,9 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         "audit": [],
     }
     if options.evidence:
-        manifest["evidence"] = _evidence(meters, min(options.recent_readings, min(sizes)))
-    elif options.recent_readings:
-        manifest["evidence"] = {"recent_readings": min(options.recent_readings, min(sizes))}
+        manifest["evidence"] = _evidence(meters, recent)
+    elif recent:
+        manifest["evidence"] = {"recent_readings": recent}
     write_manifest(out, manifest)
     if keep is not None:
         keep.update(models=models, val_rows=val_rows, train_rows=train_rows)
