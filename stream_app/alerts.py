@@ -52,10 +52,6 @@ def severity(zscore: float, threshold: float) -> str:
     return "critical"
 
 
-def _severity(details: Detection) -> str:
-    return details.fixed_severity or severity(details.zscore, details.threshold)
-
-
 def alert_id(bundle_version: str, meter_id: str, opened_ts_ms: int, window_size: int,
              kind: str = "anomaly") -> str:
     """Stable id of an episode (module docstring says why these inputs)."""
@@ -84,7 +80,6 @@ class Detection:
     kind: str = "anomaly"  # or a data-fault kind: stuck, dropout, out_of_range
     lower: tuple[float, ...] = ()  # the time-of-week profile's 5-95 % band, kWh (when known)
     upper: tuple[float, ...] = ()
-    fixed_severity: str = ""  # data faults: "high" whatever the forest's z
 
     def describe(self) -> str:
         return self.reason or (f"window {self.window_size} ({self.model}): z {self.zscore:.2f} "
@@ -180,7 +175,7 @@ class AlertTracker:
             return alert
         if details is None:
             raise ValueError("a flagged reading needs its Detection details")
-        rank = SEVERITIES.index(_severity(details))
+        rank = SEVERITIES.index(severity(details.zscore, details.threshold))
         if "alert_id" not in state:
             state.update(alert_id=alert_id(self.bundle_version, meter_id, ts, details.window_size,
                                            details.kind),
@@ -243,7 +238,7 @@ class AlertTracker:
             window_size=details.window_size, model=self.model,
             bundle_version=self.bundle_version, dtw_error=dict(details.dtw_error),
             if_score=details.if_score, zscore=details.zscore, threshold=details.threshold,
-            severity=_severity(details),
+            severity=severity(details.zscore, details.threshold),
             expected=tuple(details.expected), actual=tuple(details.actual),
             lower=tuple(details.lower), upper=tuple(details.upper),
             reason=details.describe(), first_seen=ms_to_iso(state["first_seen"]),

@@ -195,6 +195,9 @@ class Evidence:
     lower: np.ndarray
     fault: list[str]  # (n,) "" or the first fault kind that holds
     fault_reason: list[str]
+    fault_score: np.ndarray  # (n,) the fault's measure, above fault_limit where it holds:
+    fault_limit: np.ndarray  # stuck: run vs allowed run; dropout: the hour's usual floor vs
+    # the near-zero bound (kWh); out_of_range: excursion vs OUT_OF_RANGE_FACTOR normal ones
 
 
 def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | int,
@@ -208,7 +211,6 @@ def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | in
     t = table.rows_of(meter_ids)
     score, expected, lower = (np.full(n, np.nan) for _ in range(3))
     limit = np.full(n, np.inf)
-    fault, why = [""] * n, [""] * n
     have = np.flatnonzero(t >= 0)
     for interval in np.unique(intervals[have]):  # one pass per interval in the batch
         rows = have[intervals[have] == interval]
@@ -222,25 +224,34 @@ def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | in
         limit[rows] = np.maximum(bundle_limit, table.ratio_limit[p])
         expected[rows] = table.median[p, slots[:, -1]]
         lower[rows] = table.lower[p, slots[:, -1]]
-    _faults(values, t, table, lower, fault, why)
     flag = np.nan_to_num(score, nan=0.0) > limit
-    return Evidence(score, limit, flag, expected, lower, fault, why)
+    return Evidence(score, limit, flag, expected, lower, *_faults(values, t, table, lower))
 
 
-def _faults(values, t, table: ProfileTable, lower, fault: list[str], why: list[str]) -> None:
-    """The data-fault rules, in order of precedence: stuck, dropout, out_of_range."""
+def _faults(values, t, table: ProfileTable, lower):
+    """The data-fault rules, in order of precedence: stuck, dropout, out_of_range; per row
+    the kind, its reason, and its measure with the bound that measure crossed."""
+    n = len(values)
+    fault, why = [""] * n, [""] * n
+    measure, bound = np.zeros(n), np.ones(n)
     have = t >= 0
     if not have.any():
-        return
+        return fault, why, measure, bound
     p = np.where(have, t, 0)
     last = values[:, -1]
     flat = _trailing_flat_run(values)
     level, max_run, max_value = table.level[p], table.max_run[p], table.max_value[p]
-    near_zero = ZERO_SHARE * np.maximum(level, 0.0)
+    near_zero = np.maximum(ZERO_SHARE * level, 1e-6)  # a bound above 0 even at level 0
     reach = np.maximum(max_value - level, 0.0)
-    stuck = have & (last != 0) & (flat > np.maximum(max_run, MIN_STUCK_READINGS))
+    allowed = np.maximum(max_run, MIN_STUCK_READINGS)
+    stuck = have & (last != 0) & (flat > allowed)
     dropout = have & ~stuck & (last <= near_zero) & (np.nan_to_num(lower) > near_zero)
     high = have & ~stuck & ~dropout & (reach > 0) & (last > level + OUT_OF_RANGE_FACTOR * reach)
+    excursion = (last - level) / np.where(reach > 0, reach, 1.0)
+    for rows, m, b in ((stuck, flat, allowed),
+                       (dropout, np.nan_to_num(lower), near_zero),
+                       (high, excursion, np.full(n, OUT_OF_RANGE_FACTOR))):
+        measure[rows], bound[rows] = m[rows], b[rows]
     for k in np.flatnonzero(stuck):
         fault[k] = "stuck"
         why[k] = (f"stuck: {flat[k]} identical readings of {last[k]:g} (longest in normal "
@@ -253,6 +264,7 @@ def _faults(values, t, table: ProfileTable, lower, fault: list[str], why: list[s
         fault[k] = "out_of_range"
         why[k] = (f"out_of_range: {last[k]:g} kWh, the largest normal reading is "
                   f"{max_value[k]:.3g} kWh")
+    return fault, why, measure, bound
 
 
 def alert_kind(branch: str) -> str:

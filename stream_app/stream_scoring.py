@@ -179,9 +179,11 @@ class StreamScorer:
         reading = row.reading
         zscore, threshold = round(float(scores.z[k]), 4), float(scores.limit[k])
         branch = scores.branch[k]
+        ev = scores.evidence
         if branch == "profile":  # the branch's own z (spreads from the usual) and its limit
-            zscore = round(float(scores.evidence.profile_score[k]), 4)
-            threshold = float(scores.evidence.profile_limit[k])
+            zscore, threshold = round(float(ev.profile_score[k]), 4), float(ev.profile_limit[k])
+        elif branch in FAULT_KINDS:  # the rule's measure and the bound it crossed
+            zscore, threshold = round(float(ev.fault_score[k]), 4), float(ev.fault_limit[k])
         lower = upper = ()
         profile = detector.bundle.profile_for(reading.meter_id)
         if profile is not None:  # what this meter usually reads at these hours of the week
@@ -196,7 +198,6 @@ class StreamScorer:
             site=reading.site, company=reading.company, interval_s=reading.interval_s,
             reason=detector.explain(scores, k), kind=scores.kind(k),
             lower=lower, upper=upper,
-            fixed_severity="high" if branch in FAULT_KINDS else "",
         )
 
     def _gap_alert(self, reading: Reading, missing: int, produced: int) -> Alert:

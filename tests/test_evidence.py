@@ -94,6 +94,8 @@ def test_stuck_dropout_and_out_of_range_are_their_own_kinds(profile):
     rows = np.stack([r[noon - 95:noon + 1] for r in (stuck, dropout, surge, values)])
     ev = judge(rows, np.full(4, ts[noon]), profile)
     assert ev.fault == ["stuck", "dropout", "out_of_range", ""]
+    # each fault reports its measure above the bound it crossed (an alert's z over its limit)
+    assert (ev.fault_score[:3] > ev.fault_limit[:3]).all() and ev.fault_score[0] == 11
     assert "11 identical readings" in ev.fault_reason[0]
 
 
