@@ -7,14 +7,17 @@ Forest, the decision) should add little. With the shipped bundle (onnx_models/de
 Detector with one ONNX thread (and one Numba thread), the same rows are scored two ways:
 
 - ceiling: only the ONNX calls score_batch makes, one `reconstruct` per (model, window size);
-- full: `Detector.score_batch` (inference + DTW + Isolation Forest + z-score limits).
+- full: `Detector.score_batch` (inference + DTW + Isolation Forest + z-score limits), with the
+  rows' raw readings and time as a meter the bundle has a profile for, so the evidence
+  (time-of-week profile branch and data-fault rules, stream_app.evidence) is scored too.
 
 Rows are the trailing windows (max window) ending at each reading of a simulated metal-profile
 meter, normalised with the bundle's default normalisation: 2048 rows (--quick: 1024), scored in
 batches of B = 32, 128, 256 and 512. Each figure is the best of several passes over all rows,
 ceiling and full passes alternating so both see the same load. To say what limits the ratio, the
 full pass's time is split into inference and DTW (the Detector's own timings), the forest
-(`forest.score` timed alone on the same features) and the rest. The table is appended, with a
+(`forest.score` timed alone on the same features), the evidence (`assess` timed alone on the
+same rows) and the rest. The table is appended, with a
 date header, to docs/BENCHMARKS.md unless --no-write. The last line printed is
 `pipeline_fraction_of_inference_ceiling: <full rows/s / ceiling rows/s at B=256>`.
 """
@@ -29,9 +32,10 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.report import arguments, header, machine, publish
+from stream_app.evidence import assess
 from stream_app.model_bundle import Bundle
 from stream_app.preprocessing import Normaliser
-from stream_app.scoring import Detector, forest_features
+from stream_app.scoring import Detector, RowContext, forest_features
 from stream_app.simulator import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,25 +43,34 @@ BUNDLE = ROOT / "onnx_models" / "default"
 BATCHES = (32, 128, 256, 512)
 
 
-def _rows(bundle: Bundle, n: int) -> tuple[np.ndarray, list[str]]:
-    """(n, max_window) normalised trailing windows of one simulated meter, and its category."""
+def _rows(bundle: Bundle, n: int) -> tuple[np.ndarray, list[str], RowContext]:
+    """(n, max_window) normalised trailing windows of one simulated meter, its category, and
+    the same rows' raw readings and time, scored as the bundle's first profiled meter."""
     days = -(-(n + bundle.max_window) // 96) + 1
     series = simulate(bundle.manifest["profile"], meters=1, days=days, seed=7)[0]
     norm = Normaliser.from_dict(bundle.manifest["normalisation"]["default"])
-    z = norm.apply(series.values)
     w = bundle.max_window
-    rows = np.lib.stride_tricks.sliding_window_view(z, w)[:n]
-    return np.ascontiguousarray(rows), [series.category] * n
+    raw = np.lib.stride_tricks.sliding_window_view(series.values, w)[:n]
+    meter = next(iter(bundle.profiles.profiles), series.meter_id)
+    context = RowContext(np.ascontiguousarray(raw, dtype=np.float64),
+                         series.timestamps[w - 1:w - 1 + n], [meter] * n, series.interval_s)
+    return np.ascontiguousarray(norm.apply(raw)), [series.category] * n, context
 
 
-def _measure(det: Detector, rows: np.ndarray, cats: list[str], batch: int, passes: int) -> dict:
-    chunks = [(det.trailing_windows(rows[k:k + batch]), cats[k:k + batch])
-              for k in range(0, len(rows), batch)]
+def _part(context: RowContext, lo: int, hi: int) -> RowContext:
+    return RowContext(context.values[lo:hi], context.end_ts_s[lo:hi],
+                      context.meter_ids[lo:hi], context.interval_s)
+
+
+def _measure(det: Detector, rows: np.ndarray, cats: list[str], context: RowContext,
+             batch: int, passes: int) -> dict:
+    chunks = [(det.trailing_windows(rows[k:k + batch]), cats[k:k + batch],
+               _part(context, k, k + batch)) for k in range(0, len(rows), batch)]
     rec, models = det.reconstructor, det.bundle.models
     median = np.asarray(det.bundle.manifest["feature_stats"]["median"], dtype=np.float64)
 
     def ceiling():
-        for windows, _ in chunks:
+        for windows, _, _ in chunks:
             for w, x in windows.items():
                 for m in models:
                     rec.reconstruct(m, w, x)
@@ -65,15 +78,19 @@ def _measure(det: Detector, rows: np.ndarray, cats: list[str], batch: int, passe
     stages = {}
 
     def full():
-        spent = {"inference": 0.0, "dtw": 0.0, "forest": 0.0}
-        for windows, c in chunks:
-            scores = det.score_batch(windows, c)
+        spent = {"inference": 0.0, "dtw": 0.0, "forest": 0.0, "evidence": 0.0}
+        for windows, c, ctx in chunks:
+            scores = det.score_batch(windows, c, ctx)
             spent["inference"] += det.timings["inference"]
             spent["dtw"] += det.timings["dtw"]
             feats = forest_features(det.features(scores.errors), median)
             started = time.perf_counter()
             det.bundle.forest.score(feats)
             spent["forest"] += time.perf_counter() - started
+            started = time.perf_counter()
+            assess(ctx.values, ctx.end_ts_s, ctx.interval_s, det.bundle.profiles,
+                   ctx.meter_ids, det.profile_limit)
+            spent["evidence"] += time.perf_counter() - started
         return spent
 
     ceiling()
@@ -83,14 +100,15 @@ def _measure(det: Detector, rows: np.ndarray, cats: list[str], batch: int, passe
         started = time.perf_counter()
         ceiling()
         best_c = min(best_c, time.perf_counter() - started)
-        # the extra forest.score inside full() is timed but excluded from the full pass's time
+        # the extra forest.score and assess inside full() are timed but excluded from the full
+        # pass's time
         started = time.perf_counter()
         spent = full()
-        elapsed = time.perf_counter() - started - spent["forest"]
+        elapsed = time.perf_counter() - started - spent["forest"] - spent["evidence"]
         if elapsed < best_f:
             best_f, stages = elapsed, spent
     n = len(rows)
-    rest = best_f - stages["inference"] - stages["dtw"] - stages["forest"]
+    rest = best_f - sum(stages.values())
     return {"batch": batch, "ceiling": n / best_c, "full": n / best_f,
             **{k: v / best_f for k, v in stages.items()}, "rest": rest / best_f}
 
@@ -98,14 +116,14 @@ def _measure(det: Detector, rows: np.ndarray, cats: list[str], batch: int, passe
 def _table(results: list[dict]) -> list[str]:
     lines = [
         ("| B | inference-only rows/s | score_batch rows/s | full / ceiling "
-         "| inference | DTW | forest | rest |"),
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+         "| inference | DTW | forest | evidence | rest |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['batch']} | {r['ceiling']:,.0f} | {r['full']:,.0f} "
             f"| {r['full'] / r['ceiling']:.2f} | {r['inference']:.0%} | {r['dtw']:.0%} "
-            f"| {r['forest']:.0%} | {r['rest']:.0%} |"
+            f"| {r['forest']:.0%} | {r['evidence']:.0%} | {r['rest']:.0%} |"
         )
     return lines
 
@@ -115,16 +133,17 @@ def main(argv: list[str] | None = None) -> None:
     numba.set_num_threads(1)
     bundle = Bundle.load(BUNDLE)
     det = Detector(bundle, threads=1)
-    rows, cats = _rows(bundle, 1024 if args.quick else 2048)
+    rows, cats, context = _rows(bundle, 1024 if args.quick else 2048)
     passes = 3 if args.quick else 5
-    results = [_measure(det, rows, cats, batch, passes) for batch in BATCHES]
+    results = [_measure(det, rows, cats, context, batch, passes) for batch in BATCHES]
     title = header("Scoring pipeline vs its inference-only ceiling, one core", args.quick)
     about = (
         f"{machine()} (shared cores: "
         f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
         f"{ort.__version__}, numba {numba.__version__}. Bundle `{bundle.version}` (windows "
         f"{'/'.join(map(str, bundle.window_sizes))}, models {', '.join(bundle.models)}), "
-        f"{len(rows)} rows of a simulated {bundle.manifest['profile']} meter, Detector with 1 ONNX "
+        f"{len(rows)} rows of a simulated {bundle.manifest['profile']} meter scored as profiled "
+        f"meter `{context.meter_ids[0]}`, Detector with 1 ONNX "
         "and 1 Numba thread, best of several passes. Stage columns: share of the full pass's time; rest is the remainder (timing "
         "noise can make it slightly negative)."
     )
