@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.dtw import dtw_batch
+from stream_app.core.dtw import dtw_batch
 
 SIZES = (16, 24, 96)
 

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.model_bundle import Bundle
-from stream_app.records import Reading, decode_reading, encode_reading
-from stream_app.scoring import Detector
-from stream_app.simulator import simulate
-from stream_app.stream_scoring import StreamScorer
+from stream_app.core.model_bundle import Bundle
+from stream_app.core.records import Reading, decode_reading, encode_reading
+from stream_app.core.scoring import Detector
+from stream_app.core.stream_scoring import StreamScorer
+from stream_app.devtools.simulator import simulate
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 BATCH = 256

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.brokers import create_topics, free_port, start_broker, stop_process
-from stream_app.demo import (
+from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.demo import (
     AlertLog,
     follow_alerts,
     metric_total,
@@ -45,7 +45,7 @@ from stream_app.demo import (
     wait_for_worker,
     worker_metrics,
 )
-from stream_app.simulator import simulate_with_events
+from stream_app.devtools.simulator import simulate_with_events
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 WARMUP = 192

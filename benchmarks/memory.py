@@ -28,20 +28,20 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.app import STATE_TABLE
-from stream_app.brokers import create_topics, free_port, start_broker, stop_process
-from stream_app.demo import (
+from stream_app.core.model_bundle import Bundle
+from stream_app.core.records import Reading, encode_reading
+from stream_app.core.scoring import Detector
+from stream_app.core.stream_scoring import StreamScorer
+from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.demo import (
     metric_total,
     start_worker,
     wait_for_metric,
     wait_for_worker,
     worker_metrics,
 )
-from stream_app.model_bundle import Bundle
-from stream_app.records import Reading, encode_reading
-from stream_app.scoring import Detector
-from stream_app.simulator import simulate
-from stream_app.stream_scoring import StreamScorer
+from stream_app.devtools.simulator import simulate
+from stream_app.stream.app import STATE_TABLE
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 PARTITIONS = 4

@@ -31,8 +31,8 @@ import onnxruntime as ort
 import torch
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.inference import CPU, CPU_CHUNK_VALUES, Reconstructor
-from stream_app.model_bundle import BundleLayout, onnx_name
+from stream_app.core.inference import CPU, CPU_CHUNK_VALUES, Reconstructor
+from stream_app.core.model_bundle import BundleLayout, onnx_name
 from training.export import export_onnx
 from training.models import build_model
 

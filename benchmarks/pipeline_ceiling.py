@@ -9,7 +9,7 @@ Detector with one ONNX thread (and one Numba thread), the same rows are scored t
 - ceiling: only the ONNX calls score_batch makes, one `reconstruct` per (model, window size);
 - full: `Detector.score_batch` (inference + DTW + Isolation Forest + z-score limits), with the
   rows' raw readings and time as a meter the bundle has a profile for, so the evidence
-  (time-of-week profile branch and data-fault rules, stream_app.evidence) is scored too.
+  (time-of-week profile branch and data-fault rules, stream_app.core.evidence) is scored too.
 
 Rows are the trailing windows (max window) ending at each reading of a simulated metal-profile
 meter, normalised with the bundle's default normalisation: 2048 rows (--quick: 1024), scored in
@@ -32,11 +32,11 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.evidence import assess
-from stream_app.model_bundle import Bundle
-from stream_app.preprocessing import Normaliser
-from stream_app.scoring import Detector, RowContext, forest_features
-from stream_app.simulator import simulate
+from stream_app.core.evidence import assess
+from stream_app.core.model_bundle import Bundle
+from stream_app.core.preprocessing import Normaliser
+from stream_app.core.scoring import Detector, RowContext, forest_features
+from stream_app.devtools.simulator import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "onnx_models" / "default"

@@ -5,7 +5,7 @@
 Why: a detector is only worth its autoencoders if it beats what a rolling z-score or a plain
 Isolation Forest finds on the same readings. Every method is scored on the same readings of
 the same series and measured with the functions of `meterwatch evaluate`
-(stream_app.evaluate): point-wise P/R/F1, event-level P/R/F1 (grace 0) and AUC-PR.
+(stream_app.devtools.evaluate): point-wise P/R/F1, event-level P/R/F1 (grace 0) and AUC-PR.
 
 Data sets (under MW_SHARED_DATA, default the `shared/data` folder beside the repository; a
 missing one is skipped with a note):
@@ -40,14 +40,15 @@ import numpy as np
 
 from benchmarks.peers import QUANTILE, make_peers
 from benchmarks.report import cpu_name, header
-from stream_app.anomalies import INJECTABLE_KINDS, inject, with_slow_drift
-from stream_app.evaluate import average_precision, events, pointwise
-from stream_app.model_bundle import Bundle
-from stream_app.offline import score_series
-from stream_app.profiles import load_profile
-from stream_app.scoring import Detector
-from stream_app.series_io import MeterSeries, read_meter_csv
-from stream_app.simulator import simulate, simulate_with_events
+from stream_app.core.model_bundle import Bundle
+from stream_app.core.offline import score_series
+from stream_app.core.profiles import load_profile
+from stream_app.core.scoring import Detector
+from stream_app.core.series import MeterSeries
+from stream_app.devtools.anomalies import INJECTABLE_KINDS, inject, with_slow_drift
+from stream_app.devtools.evaluate import average_precision, events, pointwise
+from stream_app.devtools.simulator import simulate, simulate_with_events
+from stream_app.io.series_io import read_meter_csv
 from training.pipeline import VALIDATION_SHARE, TrainOptions, train_bundle
 from training.train import TrainConfig
 
@@ -257,9 +258,9 @@ def simulated(tmp: Path) -> tuple[dict[str, dict], dict[str, dict]]:
 
 
 def sweep(tmp: Path) -> list[str]:
-    """The study's epsilon analysis (training/sweep.py) on simulated chemical meters; the plot
+    """The study's epsilon analysis (stream_app/devtools/sweep.py) on simulated chemical meters; the plot
     goes to docs/sweep.png."""
-    from training.sweep import epsilon_sweep
+    from stream_app.devtools.sweep import epsilon_sweep
 
     series = simulate("chemical", 2, 42, seed=11)
     started = time.perf_counter()
@@ -270,7 +271,7 @@ def sweep(tmp: Path) -> list[str]:
     print(f"  epsilon sweep: {time.perf_counter() - started:.0f} s")
     return [("Simulated chemical meters (2 x 42 days, seed 11), windows 24/16; for each epsilon "
              "the z limit is calibrated on normal vs MI-FGSM rows and applied to the meters' "
-             "held-out 20 % with injected anomalies (training/sweep.py). Plot: sweep.png."), "",
+             "held-out 20 % with injected anomalies (stream_app/devtools/sweep.py). Plot: sweep.png."), "",
             *(tmp / "sweep" / "sweep.md").read_text().splitlines()]
 
 
@@ -327,7 +328,7 @@ def verdict(label: str, tallies: dict) -> str:
 PROTOCOL = f"""## Protocol
 
 - Every method is measured on the same readings: those meterwatch scores (after its warm-up)
-  inside the test part. Metrics are those of `meterwatch evaluate` (stream_app.evaluate):
+  inside the test part. Metrics are those of `meterwatch evaluate` (stream_app.devtools.evaluate):
   point-wise precision/recall/F1, event-level precision/recall/F1 (an event is a run of
   labelled readings, detected when a flag falls inside it, grace 0; an alert run outside every
   event is one false alarm) and AUC-PR (average precision of the score, no threshold needed).

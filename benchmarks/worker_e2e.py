@@ -24,12 +24,12 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from benchmarks.report import cpu_name, header, publish
-from stream_app.brokers import create_topics, free_port, start_broker, stop_process
-from stream_app.demo import metric_total, start_worker, wait_for_worker, worker_metrics
-from stream_app.model_bundle import Bundle
-from stream_app.records import encode_reading
-from stream_app.scoring import Detector
-from stream_app.simulator import simulate
+from stream_app.core.model_bundle import Bundle
+from stream_app.core.records import encode_reading
+from stream_app.core.scoring import Detector
+from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.demo import metric_total, start_worker, wait_for_worker, worker_metrics
+from stream_app.devtools.simulator import simulate
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 TARGET = 0.70

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import shlex
 import sys
 import time
 from pathlib import Path
 
-from stream_app.errors import InputError, MeterwatchError
-from stream_app.series_io import add_reader_arguments
+from stream_app.core.errors import InputError, MeterwatchError
+from stream_app.io.series_io import add_reader_arguments
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 EXIT_USER_ERROR = 2
@@ -38,7 +37,7 @@ def _csv_columns(p: argparse.ArgumentParser) -> None:
 
 
 def _read(args):
-    from stream_app.series_io import read_meter_csv, reader_options
+    from stream_app.io.series_io import read_meter_csv, reader_options
 
     return read_meter_csv(
         args.input, timestamp_col=args.timestamp_col, value_col=args.value_col,
@@ -57,7 +56,7 @@ def cmd_train(args) -> int:
             f"training needs the train extra ({exc.name} is missing): "
             "pip install 'meterwatch[train,cpu]'"
         ) from None
-    from stream_app.profiles import load_profile
+    from stream_app.core.profiles import load_profile
 
     profile = load_profile(args.profile)
     series = _read(args)
@@ -86,12 +85,12 @@ def cmd_train(args) -> int:
 
 def cmd_sweep(args) -> int:
     try:
+        from stream_app.devtools.sweep import DEFAULT_EPSILONS, epsilon_sweep
         from training.pipeline import TrainOptions
-        from training.sweep import DEFAULT_EPSILONS, epsilon_sweep
         from training.train import TrainConfig
     except ImportError as exc:
         raise MeterwatchError(f"sweep needs the train extra ({exc.name} is missing)") from None
-    from stream_app.profiles import load_profile
+    from stream_app.core.profiles import load_profile
 
     eps = tuple(float(e) for e in args.epsilons.split(",")) if args.epsilons else DEFAULT_EPSILONS
     windows = tuple(int(w) for w in args.windows.split(",")) if args.windows else None
@@ -105,10 +104,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from stream_app.model_bundle import Bundle
-    from stream_app.offline import score_series
-    from stream_app.scoring import Detector
-    from stream_app.series_io import write_rows_csv
+    from stream_app.core.model_bundle import Bundle
+    from stream_app.core.offline import score_series
+    from stream_app.core.scoring import Detector
+    from stream_app.io.series_io import write_rows_csv
 
     detector = Detector(Bundle.load(args.model))
     series = _read(args)
@@ -140,7 +139,7 @@ def _output_rows(s, result, limit) -> list[tuple[int, list]]:
     """(file line, output row) for each input row of a series: a row whose reading is on the
     grid gets that reading's score; a row that is not (a duplicate, an empty end...) is written
     unscored with why. Interpolated readings have no input row and are not written."""
-    from stream_app.series_io import format_timestamp
+    from stream_app.core.timestamps import format_timestamp
 
     def scored(i: int) -> list:
         return [format_timestamp(int(s.timestamps[i])), s.meter_id, s.category,
@@ -161,7 +160,7 @@ def _fmt(x: float, spec: str = ".6f") -> str:
 
 
 def cmd_simulate(args) -> int:
-    from stream_app.simulator import simulate_to_csv
+    from stream_app.devtools.simulator import simulate_to_csv
 
     simulate_to_csv(args.out, args.profile, meters=args.meters, days=args.days, seed=args.seed,
                     anomalies_per_meter=args.anomalies_per_meter)
@@ -170,19 +169,19 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from stream_app.worker import run_worker
+    from stream_app.stream.worker import run_worker
 
     return run_worker(loglevel=args.loglevel)
 
 
 def cmd_broker(args) -> int:
-    from stream_app.brokers import main_broker_cli
+    from stream_app.devtools.brokers import main_broker_cli
 
     return main_broker_cli(args.kind, args.port)
 
 
 def cmd_demo(args) -> int:
-    from stream_app.demo import run_demo
+    from stream_app.devtools.demo import run_demo
 
     return run_demo(meters=args.meters, days=args.days, speed=args.speed, seed=args.seed,
                     broker_kind=args.broker, model_dir=args.model)
@@ -253,19 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE)
     p.set_defaults(func=cmd_demo)
 
-    # commands whose module brings add_<stem>_arguments(parser) and run_<stem>(args)
-    for module, name, stem, help_text in (
-        ("replay", "replay", "replay", "produce a CSV's readings to the per-meter topics"),
-        ("greenbutton", "import-greenbutton", "import", "import a Green Button file"),
-        ("evaluate", "evaluate", "evaluate", "detection metrics of a bundle on a labelled CSV"),
-        ("alerts_cli", "alerts", "alerts", "print alerts from the alert topic (table or JSON)"),
-        ("feedback", "feedback", "feedback", "record an operator's verdict on an alert"),
-        ("feedback", "recalibrate", "recalibrate", "move the category limits from feedback"),
+    # commands that live with their wing: (name, help, add its arguments, run it)
+    from stream_app.devtools import evaluate
+    from stream_app.io import alerts_cli, greenbutton, replay
+    from stream_app.stream import feedback
+
+    for name, help_text, add_arguments, run in (
+        ("replay", "produce a CSV's readings to the per-meter topics",
+         replay.add_replay_arguments, replay.run_replay),
+        ("import-greenbutton", "import a Green Button file",
+         greenbutton.add_import_arguments, greenbutton.run_import),
+        ("evaluate", "detection metrics of a bundle on a labelled CSV",
+         evaluate.add_evaluate_arguments, evaluate.run_evaluate),
+        ("alerts", "print alerts from the alert topic (table or JSON)",
+         alerts_cli.add_alerts_arguments, alerts_cli.run_alerts),
+        ("feedback", "record an operator's verdict on an alert",
+         feedback.add_feedback_arguments, feedback.run_feedback),
+        ("recalibrate", "move the category limits from feedback",
+         feedback.add_recalibrate_arguments, feedback.run_recalibrate),
     ):
-        mod = importlib.import_module(f"stream_app.{module}")
         p = sub.add_parser(name, help=help_text)
-        getattr(mod, f"add_{stem}_arguments")(p)
-        p.set_defaults(func=getattr(mod, f"run_{stem}"))
+        add_arguments(p)
+        p.set_defaults(func=run)
     return parser
 
 

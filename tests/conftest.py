@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from stream_app.brokers import (
+from stream_app.devtools.brokers import (
     Broker,
     BrokerUnavailable,
     ExternalBroker,
@@ -29,7 +29,7 @@ from stream_app.brokers import (
     TestcontainersBroker,
     wait_until_ready,
 )
-from stream_app.settings import KafkaSettings
+from stream_app.stream.settings import KafkaSettings
 
 _BROKER_LINE = pytest.StashKey[str]()
 
@@ -64,7 +64,7 @@ def _external() -> Broker:
 def _apache_kafka() -> Broker:
     if shutil.which("java") is None or shutil.which("mvn") is None:
         raise BrokerUnavailable("java or mvn not on PATH")
-    from stream_app.kafka_broker import ApacheKafkaBroker
+    from stream_app.devtools.kafka_broker import ApacheKafkaBroker
 
     return ApacheKafkaBroker()
 
@@ -153,7 +153,7 @@ def shared_data():
 @pytest.fixture(scope="session")
 def sim_series():
     """Four simulated metal meters (all four categories), 21 days, labelled anomalies."""
-    from stream_app.simulator import simulate_with_events
+    from stream_app.devtools.simulator import simulate_with_events
 
     return simulate_with_events("metal", 4, 21, seed=3, anomalies_per_meter=1.0)
 
@@ -162,7 +162,7 @@ def sim_series():
 def tiny_bundle(tmp_path_factory, sim_series):
     """A small bundle trained in seconds: both models, windows 24 and 16."""
     pytest.importorskip("torch")
-    from stream_app.profiles import load_profile
+    from stream_app.core.profiles import load_profile
     from training.pipeline import TrainOptions, train_bundle
     from training.train import TrainConfig
 

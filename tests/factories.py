@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_app.series_io import MeterSeries
+from stream_app.core.series import MeterSeries
 
 START = 1736121600  # 2025-01-06T00:00:00+00:00, a Monday
 

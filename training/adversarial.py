@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_app.errors import ConfigError, InputError
+from stream_app.core.errors import ConfigError, InputError
 
 _L1_TINY = 1e-12  # keeps the normalisation finite where the gradient vanishes
 

@@ -25,7 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from stream_app.errors import MeterwatchError
+from stream_app.core.errors import MeterwatchError
 
 INPUT_NAME = "window"
 OUTPUT_NAME = "reconstruction"

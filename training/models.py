@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from stream_app.errors import ConfigError
+from stream_app.core.errors import ConfigError
 
 MIN_WINDOW = 4  # the shortest period `dominant_periods` may return
 

@@ -2,7 +2,7 @@
 
 1. window sizes: dominant periods of the differenced series (FFT), unless given;
 2. per meter: normalisation of its readings from its own statistics (the autoencoders see
-   normalised readings; see stream_app.preprocessing.Normaliser for why not differences);
+   normalised readings; see stream_app.core.preprocessing.Normaliser for why not differences);
 3. windows split by time: the first 80 % of each meter's series trains, the last 20 % validates;
    windows touching a labelled anomaly are left out (autoencoders learn normal shapes only);
 4. one autoencoder per (model kind, window size), exported to ONNX with a parity check;
@@ -10,7 +10,7 @@
    scorer; the Isolation Forest is fitted on training rows;
 6. decision: z-scores of the forest score against held-out normal rows; the category limits
    come from the profile, or from a base limit and the usage-ratio formula
-   (stream_app.thresholds); the base limit is the profile's, lowered to the 99.5th percentile
+   (stream_app.core.thresholds); the base limit is the profile's, lowered to the 99.5th percentile
    of held-out normal z-scores when those never reach it, or, where the profile enables
    augmentation, the one that best separates normal from MI-FGSM adversarial rows (the
    scarce anomaly class);
@@ -28,16 +28,22 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from stream_app.errors import InputError
-from stream_app.evidence import MeterProfile, budget_quantile, profile_span
-from stream_app.inference import Reconstructor
-from stream_app.isolation_forest import ForestScorer
-from stream_app.model_bundle import FOREST_FILE, Bundle, BundleLayout, onnx_name, write_manifest
-from stream_app.preprocessing import Normaliser, dominant_periods, sliding_windows
-from stream_app.profiles import Profile
-from stream_app.scoring import Detector, forest_features, reconstruction_errors
-from stream_app.series_io import MeterSeries
-from stream_app.thresholds import CategoryLimits, calibrate_limits
+from stream_app.core.errors import InputError
+from stream_app.core.evidence import MeterProfile, budget_quantile, profile_span
+from stream_app.core.inference import Reconstructor
+from stream_app.core.isolation_forest import ForestScorer
+from stream_app.core.model_bundle import (
+    FOREST_FILE,
+    Bundle,
+    BundleLayout,
+    onnx_name,
+    write_manifest,
+)
+from stream_app.core.preprocessing import Normaliser, dominant_periods, sliding_windows
+from stream_app.core.profiles import Profile
+from stream_app.core.scoring import Detector, forest_features, reconstruction_errors
+from stream_app.core.series import MeterSeries
+from stream_app.core.thresholds import CategoryLimits, calibrate_limits
 from training.adversarial import mi_fgsm
 from training.export import export_onnx
 from training.models import build_model, config_dict
@@ -141,7 +147,7 @@ def _best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float,
 
 
 def _evidence(meters: list[_Meter], recent: int) -> dict:
-    """Each meter's profile (stream_app.evidence) and the profile branch's limit.
+    """Each meter's profile (stream_app.core.evidence) and the profile branch's limit.
 
     The limit is calibrated on the validation part with profiles fitted on the training part
     only: the quantile of the branch score that leaves about evidence.FALSE_RUNS_PER_WEEK

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from stream_app.errors import ConfigError, InputError
+from stream_app.core.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,289 @@
+"""One meter's rows (time, value, label, file line) -> readings on a regular grid, each repair
+reported. The rules (docs/DATA_IN.md says them to users):
+
+- Interval: given, or inferred: the most frequent step (the smallest on ties) when at least 90 %
+  of the steps are whole multiples of it (a clean clock, gaps allowed); otherwise (a jittered
+  clock) the median step, rounded to the nearest common interval within 10 % (5 min, 10 min,
+  15 min, 1 h...) or else to a whole second.
+- Phase: the most frequent remainder of the times modulo the interval when it holds half the
+  readings, else their circular mean (0, the clock's own grid, when the remainders are spread
+  evenly, as with readings finer than a given interval); rounded to a whole minute for intervals
+  of whole minutes from 5 minutes up.
+- A reading less than `tolerance` (default a third of the interval) from a grid point is snapped
+  to it. A reading further off is energy of the interval that contains it: timestamps are
+  interval ends, so it goes to the next grid point at or after it and is summed into that slot.
+- Several readings snapped to one slot: identical ones (same value and label) are dropped and
+  counted; different ones are resolved by the `duplicates` policy: `last` (the later row of the
+  file wins), `mean`, `sum` (labels: 1 if any is 1), or `error`. An empty value in a slot that
+  has a value is dropped.
+- Empty values and absent slots: runs of up to `max_gap` are linearly interpolated (absent
+  slots get label 0), longer ones are an InputError; empty ends are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream_app.core.errors import InputError
+from stream_app.core.timestamps import format_timestamp
+
+MAX_GRID = 5_000_000  # readings one meter of a file may span (143 years at 15 minutes)
+DUPLICATE_POLICIES = ("last", "mean", "sum", "error")
+NICE_INTERVALS = (1, 2, 5, 10, 15, 20, 30, 60, 120, 180, 300, 600, 900, 1200, 1800, 3600, 7200,
+                  10800, 14400, 21600, 43200, 86400)
+
+
+@dataclass
+class SourceRows:
+    """The file rows behind a series, in file order, and where each one went."""
+
+    lines: np.ndarray  # int64 file line (header = 1)
+    timestamps: np.ndarray  # int64 the row's own time, UTC epoch seconds
+    values: np.ndarray  # float64 the row's own value, NaN when empty
+    index: np.ndarray  # int64 the series position whose reading this row is; -1 for none
+    notes: list[str]  # for a row with index -1, why ('' otherwise)
+
+
+@dataclass
+class Grid:
+    timestamps: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray
+    interval_s: int
+    repairs: list[str]
+    source: SourceRows
+
+
+def infer_interval(times: np.ndarray) -> tuple[int, bool]:
+    """(interval s, True when read from a jittered clock's median step); `times` sorted, unique."""
+    steps = np.diff(times)
+    uniq, counts = np.unique(steps, return_counts=True)
+    mode = int(uniq[np.argmax(counts)])
+    if np.count_nonzero(steps % mode == 0) >= 0.9 * len(steps):
+        return mode, False
+    median = float(np.median(steps))
+    nice = min(NICE_INTERVALS, key=lambda n: abs(math.log(n / median)))
+    return (nice if abs(nice - median) <= 0.1 * median else max(1, round(median))), True
+
+
+def grid_phase(times: np.ndarray, interval: int) -> int:
+    """Where the grid points fall within an interval; see the module docstring."""
+    unit = 60 if interval % 60 == 0 and interval >= 300 else 1
+    rest = times % interval
+    uniq, counts = np.unique(rest, return_counts=True)
+    if 2 * counts.max() >= len(rest):
+        phase = float(uniq[np.argmax(counts)])
+    else:
+        angle = 2 * np.pi * rest / interval
+        sin, cos = float(np.sin(angle).mean()), float(np.cos(angle).mean())
+        if math.hypot(sin, cos) < 0.3:  # spread evenly: readings finer than the interval
+            return 0
+        phase = math.atan2(sin, cos) / (2 * np.pi) * interval
+    return int(round(phase / unit) * unit) % interval
+
+
+def _rows(lines) -> str:
+    lines = sorted(int(x) for x in lines)
+    if len(lines) == 1:
+        return f"row {lines[0]}"
+    if len(lines) <= 3:
+        return f"rows {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
+    return f"rows {', '.join(map(str, lines[:3]))}, ... ({len(lines)} in all)"
+
+
+def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None = None,
+               tolerance_s: float | None = None, duplicates: str = "last",
+               max_gap: int = 4) -> Grid:
+    """Arrays in file order -> the meter's regular grid; see the module docstring."""
+    ts = np.asarray(ts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int8)
+    lines = np.asarray(lines, dtype=np.int64)
+    if duplicates not in DUPLICATE_POLICIES:
+        raise InputError(f"duplicates policy {duplicates!r}: choose one of "
+                         f"{', '.join(DUPLICATE_POLICIES)}")
+    repairs: list[str] = []
+    times = np.unique(ts)
+    if interval_s is None:
+        if len(times) < 2:
+            raise InputError(f"meter {meter!r} has {len(times)} reading; need at least 2 to "
+                             "know its interval (or give --interval)", row=int(lines[-1]))
+        interval_s, jittered = infer_interval(times)
+        if jittered:
+            repairs.append(f"{meter}: irregular clock, interval {interval_s} s from the median "
+                           "step")
+    interval = int(interval_s)
+    tol = interval / 3 if tolerance_s is None else float(tolerance_s)
+    if not 0 <= tol <= interval / 2:
+        raise InputError(f"grid tolerance {tolerance_s} s must be between 0 and half the "
+                         f"{interval} s interval")
+    phase = grid_phase(times, interval)
+    rel = ts - phase
+    near = (rel + interval // 2) // interval
+    offset = rel - near * interval
+    on = (offset == 0) | (np.abs(offset) < tol)
+    slot = np.where(on, near, -(-rel // interval))  # off the grid: the slot ending after it
+    if np.any(on & (offset != 0)):
+        repairs.append(f"{meter}: snapped {np.count_nonzero(on & (offset != 0))} readings up to "
+                       f"{int(np.abs(offset[on]).max())} s off the {interval} s grid to the "
+                       "nearest grid point")
+    if not on.all():
+        repairs.append(f"{meter}: summed {np.count_nonzero(~on)} readings more than {tol:g} s "
+                       f"off the grid into the slot they end in ({_rows(lines[~on])})")
+    notes = [""] * len(ts)
+    slots, slot_values, slot_labels, rep = _resolve_slots(
+        meter, slot, on, ts, values, labels, lines, duplicates, notes, repairs)
+    _check_span(meter, slots, slot_values, lines[rep], phase, interval, max_gap)
+    pos = slots - slots[0]
+    n = int(pos[-1]) + 1
+    grid_values = np.full(n, np.nan)
+    grid_values[pos] = slot_values
+    grid_labels = np.zeros(n, dtype=np.int8)
+    grid_labels[pos] = slot_labels
+    grid_lines = np.zeros(n, dtype=np.int64)  # 0 = no row in the file
+    grid_lines[pos] = lines[rep]
+    grid = phase + interval * (slots[0] + np.arange(n, dtype=np.int64))
+    lo, hi = _fill_missing(meter, grid, grid_values, grid_lines, max_gap, repairs)
+    if hi - lo < 2:
+        raise InputError(f"meter {meter!r} has 1 reading with a value; need at least 2 to know "
+                         "its interval", row=int(grid_lines[lo]))
+    index = np.full(len(ts), -1, dtype=np.int64)
+    kept = (pos >= lo) & (pos < hi)
+    index[rep[kept]] = pos[kept] - lo
+    for r in rep[~kept]:
+        notes[r] = "empty value at an end of the series, dropped"
+    source = SourceRows(lines, ts, values, index, notes)
+    return Grid(grid[lo:hi], grid_values[lo:hi], grid_labels[lo:hi], interval, repairs, source)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _resolve_slots(meter, slot, on, ts, values, labels, lines, policy, notes, repairs):
+    """Per occupied slot (ascending): its value, label and the row that stands for it."""
+    order = np.lexsort((lines, slot))
+    ordered = slot[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    slots = ordered[starts]
+    slot_values = values[order[starts]].copy()
+    slot_labels = labels[order[starts]].copy()
+    rep = order[starts].copy()
+    identical, empty, conflicts = [], [], []
+    for g in np.flatnonzero(counts > 1):
+        rows = order[starts[g]:starts[g] + counts[g]]  # file order
+        if not np.isnan(values[rows]).all():
+            empty += [r for r in rows if np.isnan(values[r])]
+            rows = [r for r in rows if not np.isnan(values[r])]
+        kept = []
+        for r in rows:  # identical: same time if off the grid, same slot if on it
+            twin = next((k for k in kept if on[k] == on[r] and (on[r] or ts[k] == ts[r])
+                         and _same(values[k], values[r]) and labels[k] == labels[r]), None)
+            if twin is None:
+                kept.append(r)
+            else:
+                identical.append(r)
+                notes[r] = f"identical duplicate of row {lines[twin]}, dropped"
+        snapped = [r for r in kept if on[r]]
+        summed = [r for r in kept if not on[r]]
+        if len(snapped) > 1:
+            conflicts.append(snapped)
+            if policy == "error":
+                raise InputError(f"duplicate timestamp {format_timestamp(ts[snapped[1]])} for "
+                                 f"meter {meter!r} at rows {lines[snapped[0]]} and "
+                                 f"{lines[snapped[1]]} with different values (choose "
+                                 "--duplicates last, mean or sum)", row=int(lines[snapped[1]]))
+            if policy == "last":
+                snapped = snapped[-1:]
+        value = 0.0
+        if snapped:
+            value = float(values[snapped].mean() if policy == "mean" else values[snapped].sum())
+        value += float(values[summed].sum())
+        contributors = snapped + summed
+        winner = max(contributors, key=lambda r: lines[r])
+        slot_values[g] = value if contributors and not np.isnan(values[winner]) else np.nan
+        slot_labels[g] = labels[contributors].max()
+        rep[g] = winner
+        for r in kept:
+            if r != winner and not notes[r]:
+                notes[r] = (f"replaced by row {lines[winner]} (--duplicates last)" if r not in
+                            contributors else f"merged into row {lines[winner]}")
+    for r in empty:
+        notes[r] = "empty value in a slot that has a value, dropped"
+    if not np.isfinite(slot_values[~np.isnan(slot_values)]).all():
+        raise InputError(f"meter {meter!r}: readings merged into one slot add up beyond the "
+                         "largest number")
+    if identical:
+        repairs.append(f"{meter}: dropped {len(identical)} identical duplicate readings "
+                       f"({_rows(lines[identical])})")
+    if empty:
+        repairs.append(f"{meter}: dropped {len(empty)} empty readings in slots that have a value "
+                       f"({_rows(lines[empty])})")
+    if conflicts:
+        repairs.append(f"{meter}: {len(conflicts)} slots with conflicting duplicates resolved by "
+                       f"--duplicates {policy} ({_rows([lines[c[-1]] for c in conflicts])})")
+    return slots, slot_values, slot_labels, rep
+
+
+def _check_span(meter, slots, slot_values, rep_lines, phase, interval, max_gap) -> None:
+    """Refuse, before any grid is allocated, a gap too long to fill or an absurd span."""
+    finite = np.flatnonzero(~np.isnan(slot_values))
+    steps = np.diff(slots)
+    if len(finite):
+        for i in np.flatnonzero(steps - 1 > max_gap):
+            if finite[0] <= i < finite[-1]:
+                raise _gap_error(meter, int(steps[i] - 1),
+                                 f"between rows {rep_lines[i]} and {rep_lines[i + 1]}",
+                                 phase + (slots[i] + 1) * interval,
+                                 phase + (slots[i + 1] - 1) * interval, max_gap,
+                                 int(rep_lines[i + 1]))
+    n = int(slots[-1] - slots[0]) + 1
+    if n > MAX_GRID:
+        raise InputError(f"meter {meter!r} spans {n:,} readings of {interval} s (rows "
+                         f"{rep_lines[0]} to {rep_lines[-1]}), more than {MAX_GRID:,}: check its "
+                         "timestamps or split the file", row=int(rep_lines[-1]))
+
+
+def _describe(lines: np.ndarray, a: int, b: int) -> str:
+    present = lines[a:b][lines[a:b] > 0]
+    if len(present) == 0:
+        before = lines[a - 1] if a > 0 else 0
+        after = lines[b] if b < len(lines) else 0
+        return f"between rows {before} and {after}"
+    return f"at row {present[0]}" if len(present) == 1 else f"at rows {present[0]}-{present[-1]}"
+
+
+def _gap_error(meter: str, n: int, where: str, first: int, last: int, max_gap: int,
+               row: int) -> InputError:
+    return InputError(f"meter {meter!r}: gap of {n} missing readings {where} "
+                      f"({format_timestamp(first)} to {format_timestamp(last)}), more than the "
+                      f"{max_gap} that are interpolated; raise the limit with --max-gap", row=row)
+
+
+def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.ndarray,
+                  max_gap: int, repairs: list[str]) -> tuple[int, int]:
+    """Interpolate short interior runs of NaN in place; return the slice without NaN ends."""
+    missing = np.isnan(values)
+    if missing.all():
+        raise InputError(f"meter {meter!r} has no readings, only missing values",
+                         row=int(lines[lines > 0][0]))
+    lo = int(np.argmax(~missing))
+    hi = len(values) - int(np.argmax(~missing[::-1]))
+    if lo > 0:
+        repairs.append(f"{meter}: dropped {lo} missing readings at the start "
+                       f"({_describe(lines, 0, lo)})")
+    if hi < len(values):
+        repairs.append(f"{meter}: dropped {len(values) - hi} missing readings at the end "
+                       f"({_describe(lines, hi, len(values))})")
+    edges = np.diff(np.concatenate(([0], missing[lo:hi].astype(np.int8), [0])))
+    for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
+        where = _describe(lines, a, b)
+        if b - a > max_gap:
+            raise _gap_error(meter, b - a, where, grid[a], grid[b - 1], max_gap, int(lines[b]))
+        values[a:b] = np.interp(np.arange(a, b), [a - 1, b], [values[a - 1], values[b]])
+        repairs.append(f"{meter}: interpolated {b - a} missing readings {where}")
+    return lo, hi

@@ -1,0 +1,384 @@
+"""Typed, frozen settings read from the environment in one place and validated once, at start-up.
+
+Two groups: `KafkaSettings` (how to reach the brokers, the conventional `KAFKA_*` names plus
+`MW_BROKER_KIND`) and `WorkerSettings` (what the stream worker does, all `MW_*`). Every field
+declares its environment variable next to its default, so the table of variables cannot drift
+from the code. Values are stripped; an empty value means "use the default".
+
+Typo protection: any `MW_*` variable that no field declares is a `ConfigError` that lists the
+valid names (a misspelt `MW_BACH_SIZE` would otherwise silently run with the default). Modules
+that read another `MW_*` variable themselves register it in `OTHER_MW_VARIABLES`.
+
+Credentials are wrapped in `Secret`, whose repr/str is a mask, so printing or logging a settings
+object never shows them; only `confluent_config()` / `faust_kwargs()` reveal them, to the client.
+
+Broker kinds: the Tansu workarounds (see `faust_kwargs`) are applied only when `MW_BROKER_KIND`
+says "tansu" — a production Kafka never gets them by accident.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from stream_app.core.errors import ConfigError
+
+MASK = "**********"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+BROKER_KINDS = ("tansu", "kafka", "unknown")
+PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+STORE_SCHEMES = ("memory://", "rocksdb://")
+# MW_ variables read outside this module: the shared data set and the broker kind for tests
+# (tests/conftest.py).
+OTHER_MW_VARIABLES = ("MW_SHARED_DATA", "MW_TEST_BROKER", "MW_SOAK_S")
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+class Secret:
+    """A string that never shows itself in repr/str/format; `reveal()` hands it to a client."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return MASK
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _env(name: str, parse: Callable[[str], object] = str) -> dict:
+    """Field metadata: the field's environment variable and how to parse its text."""
+    return {"env": name, "parse": parse}
+
+
+def _as_int(raw: str) -> int:
+    return int(raw)
+
+
+def _as_float(raw: str) -> float:
+    return float(raw)
+
+
+def _as_providers(raw: str) -> tuple[str, ...] | None:
+    names = tuple(part.strip() for part in raw.split(",") if part.strip())
+    return None if names in ((), ("auto",)) else names
+
+
+def _check_mw_names(environ: Mapping[str, str]) -> None:
+    """Unknown MW_* variables are errors: a typo must not silently fall back to a default."""
+    known = {f.metadata["env"] for cls in (KafkaSettings, WorkerSettings) for f in fields(cls)}
+    known = {name for name in known if name.startswith("MW_")} | set(OTHER_MW_VARIABLES)
+    unknown = sorted(name for name in environ if name.startswith("MW_") and name not in known)
+    if unknown:
+        hints = [
+            f"{name} (did you mean {close[0]}?)" if close else name
+            for name in unknown
+            for close in [difflib.get_close_matches(name, known, n=1)]
+        ]
+        raise ConfigError(
+            f"unknown environment variable(s) {', '.join(hints)}; "
+            f"valid MW_ variables: {', '.join(sorted(known))}"
+        )
+
+
+def _read_env(cls, environ: Mapping[str, str]) -> dict:
+    """Parse every declared variable that is set (and not blank) into constructor kwargs."""
+    _check_mw_names(environ)
+    kwargs = {}
+    for f in fields(cls):
+        raw = environ.get(f.metadata["env"])
+        if raw is None or not raw.strip():
+            continue
+        raw = raw.strip()
+        try:
+            kwargs[f.name] = f.metadata["parse"](raw)
+        except ValueError as exc:
+            raise ConfigError(f"{f.metadata['env']}={raw!r} is not valid: {exc}") from None
+    return kwargs
+
+
+def _check_bootstrap(servers: str) -> None:
+    for entry in servers.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or "/" in entry or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"KAFKA_BOOTSTRAP_SERVERS entry {entry.strip()!r} is not host:port "
+                "(comma-separated, no scheme)"
+            )
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Where the brokers are and how to authenticate; validated on construction."""
+
+    bootstrap_servers: str = field(
+        default="127.0.0.1:9092", metadata=_env("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    security_protocol: str = field(
+        default="PLAINTEXT", metadata=_env("KAFKA_SECURITY_PROTOCOL", str.upper)
+    )
+    sasl_mechanism: str | None = field(
+        default=None, metadata=_env("KAFKA_SASL_MECHANISM", str.upper)
+    )
+    sasl_username: str | None = field(default=None, metadata=_env("KAFKA_SASL_USERNAME"))
+    sasl_password: Secret | None = field(default=None, metadata=_env("KAFKA_SASL_PASSWORD", Secret))
+    ssl_cafile: Path | None = field(default=None, metadata=_env("KAFKA_SSL_CAFILE", Path))
+    ssl_certfile: Path | None = field(default=None, metadata=_env("KAFKA_SSL_CERTFILE", Path))
+    ssl_keyfile: Path | None = field(default=None, metadata=_env("KAFKA_SSL_KEYFILE", Path))
+    ssl_key_password: Secret | None = field(
+        default=None, metadata=_env("KAFKA_SSL_KEY_PASSWORD", Secret)
+    )
+    client_id: str = field(default="meterwatch", metadata=_env("KAFKA_CLIENT_ID"))
+    broker_kind: str = field(default="unknown", metadata=_env("MW_BROKER_KIND", str.lower))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> KafkaSettings:
+        return cls(**_read_env(cls, environ))
+
+    def __post_init__(self) -> None:
+        for name in ("sasl_password", "ssl_key_password"):  # plain strings given in code
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, Secret(getattr(self, name)))
+        _check_bootstrap(self.bootstrap_servers)
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol!r}; one of {SECURITY_PROTOCOLS}"
+            )
+        if self.broker_kind not in BROKER_KINDS:
+            raise ConfigError(f"MW_BROKER_KIND={self.broker_kind!r}; one of {BROKER_KINDS}")
+        sasl_fields = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
+        if self.uses_sasl:
+            if self.sasl_mechanism is None:  # librdkafka would pick GSSAPI, which we do not ship
+                object.__setattr__(self, "sasl_mechanism", "PLAIN")
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r}; one of {SASL_MECHANISMS}"
+                )
+            if not self.sasl_username or self.sasl_password is None:
+                raise ConfigError(
+                    f"{self.security_protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                )
+        elif any(value is not None for value in sasl_fields):
+            raise ConfigError(
+                f"KAFKA_SASL_* is set but KAFKA_SECURITY_PROTOCOL={self.security_protocol}; "
+                "use SASL_PLAINTEXT or SASL_SSL"
+            )
+        ssl_files = {
+            "KAFKA_SSL_CAFILE": self.ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.ssl_keyfile,
+        }
+        if not self.uses_ssl and any(v is not None for v in ssl_files.values()):
+            raise ConfigError(
+                f"KAFKA_SSL_* is set but KAFKA_SECURITY_PROTOCOL={self.security_protocol}; "
+                "use SSL or SASL_SSL"
+            )
+        for name, path in ssl_files.items():
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name}={str(path)!r} is not a readable file")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ConfigError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def is_tansu(self) -> bool:
+        return self.broker_kind == "tansu"
+
+    def confluent_config(self) -> dict[str, str]:
+        """librdkafka configuration (confluent_kafka Producer/Consumer/AdminClient); reveals secrets."""
+        config = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.uses_sasl:
+            config["sasl.mechanisms"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password.reveal()
+        optional = {
+            "ssl.ca.location": self.ssl_cafile,
+            "ssl.certificate.location": self.ssl_certfile,
+            "ssl.key.location": self.ssl_keyfile,
+            "ssl.key.password": self.ssl_key_password.reveal() if self.ssl_key_password else None,
+        }
+        config.update({key: str(value) for key, value in optional.items() if value is not None})
+        return config
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context Faust (aiokafka) needs, or None without TLS."""
+        if not self.uses_ssl:
+            return None
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+            if self.ssl_certfile is not None:
+                context.load_cert_chain(
+                    str(self.ssl_certfile),
+                    str(self.ssl_keyfile) if self.ssl_keyfile else None,
+                    self.ssl_key_password.reveal() if self.ssl_key_password else None,
+                )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"cannot load the Kafka TLS files: {exc}") from None
+        return context
+
+    def faust_kwargs(self) -> dict:
+        """Keyword arguments for `faust.App`: broker URLs, credentials, Tansu workarounds.
+
+        On Tansu only: `producer_max_batch_size=1` and `recovery_consistency_check=False`,
+        because Tansu reports wrong end offsets after a multi-record batch and table recovery
+        would otherwise lose the last updates (or crash a rocksdb store).
+        """
+        import faust  # deferred: settings stay importable without the stream runtime
+
+        hosts = [entry.strip() for entry in self.bootstrap_servers.split(",")]
+        kwargs: dict = {
+            "broker": ";".join(f"kafka://{host}" for host in hosts),
+            "broker_client_id": self.client_id,
+        }
+        context = self.ssl_context()
+        if self.uses_sasl:
+            kwargs["broker_credentials"] = faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.reveal(),
+                mechanism=self.sasl_mechanism,
+                ssl_context=context,
+            )
+        elif context is not None:
+            kwargs["broker_credentials"] = faust.SSLCredentials(context)
+        if self.is_tansu:
+            kwargs["producer_max_batch_size"] = 1
+            kwargs["recovery_consistency_check"] = False
+        return kwargs
+
+    def redacted(self) -> dict[str, object]:
+        """Every field, secrets masked: what start-up logs print."""
+        return {
+            f.name: (MASK if isinstance(value, Secret) else value)
+            for f in fields(self)
+            for value in [getattr(self, f.name)]
+        }
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the stream worker consumes, produces and how it batches; all from MW_* variables."""
+
+    # Regex over source topics.
+    input_pattern: str = field(default=r"meter\..+", metadata=_env("MW_INPUT_PATTERN"))
+    # When set, replaces the pattern.
+    input_topic: str | None = field(default=None, metadata=_env("MW_INPUT_TOPIC"))
+    # Re-keyed by meter.
+    readings_topic: str = field(default="meterwatch-readings", metadata=_env("MW_READINGS_TOPIC"))
+    alerts_topic: str = field(default="meter-alerts", metadata=_env("MW_ALERTS_TOPIC"))
+    dlq_topic: str = field(default="meter-readings-dlq", metadata=_env("MW_DLQ_TOPIC"))
+    feedback_topic: str = field(default="meter-alert-feedback", metadata=_env("MW_FEEDBACK_TOPIC"))
+    # Faust app id = consumer group.
+    app_id: str = field(default="meterwatch", metadata=_env("MW_APP_ID"))
+    partitions: int = field(default=4, metadata=_env("MW_PARTITIONS", _as_int))
+    batch_size: int = field(default=256, metadata=_env("MW_BATCH_SIZE", _as_int))
+    # A batch waits at most this long: bounds alert latency at low traffic.
+    batch_max_wait_s: float = field(default=0.2, metadata=_env("MW_BATCH_MAX_WAIT_S", _as_float))
+    # Four 15-minute readings: a late reading within an hour still lands in its slot.
+    out_of_order_tolerance_s: float = field(
+        default=3600.0, metadata=_env("MW_OUT_OF_ORDER_TOLERANCE_S", _as_float)
+    )
+    # Gaps up to an hour are interpolated; longer ones restart the meter's history.
+    gap_tolerance_s: float = field(default=3600.0, metadata=_env("MW_GAP_TOLERANCE_S", _as_float))
+    store: str = field(default="memory://", metadata=_env("MW_STORE"))
+    # A dead worker's partitions move after this long; heartbeats go every sixth of it.
+    session_timeout_s: float = field(default=10.0, metadata=_env("MW_SESSION_TIMEOUT_S", _as_float))
+    web_port: int = field(default=6066, metadata=_env("MW_WEB_PORT", _as_int))
+    processing_guarantee: str = field(
+        default="at_least_once", metadata=_env("MW_PROCESSING_GUARANTEE", str.lower)
+    )
+    model_dir: Path = field(
+        default=Path("onnx_models/default"), metadata=_env("MW_MODEL_DIR", Path)
+    )
+    # When set: a registry of bundles per company / profile (stream_app.stream.registry); else model_dir.
+    model_root: Path | None = field(default=None, metadata=_env("MW_MODEL_ROOT", Path))
+    onnx_providers: tuple[str, ...] | None = field(
+        default=None, metadata=_env("MW_ONNX_PROVIDERS", _as_providers)
+    )
+    # Kafka's default.
+    max_message_bytes: int = field(default=1 << 20, metadata=_env("MW_MAX_MESSAGE_BYTES", _as_int))
+    # A meter is silent after this many of its intervals without a reading (wall clock).
+    silence_factor: float = field(default=4.0, metadata=_env("MW_SILENCE_FACTOR", _as_float))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkerSettings:
+        return cls(**_read_env(cls, environ))
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.input_pattern)
+        except re.error as exc:
+            raise ConfigError(f"MW_INPUT_PATTERN={self.input_pattern!r}: {exc}") from None
+        for f in fields(self):
+            name = f.metadata["env"]
+            value = getattr(self, f.name)
+            if f.name.endswith("_topic") and value is not None and not _TOPIC_NAME.fullmatch(value):
+                raise ConfigError(f"{name}={value!r} is not a valid Kafka topic name")
+        if not _TOPIC_NAME.fullmatch(self.app_id):
+            raise ConfigError(f"MW_APP_ID={self.app_id!r}: letters, digits, '.', '_', '-'")
+        minimums = {
+            "partitions": 1,
+            "batch_size": 1,
+            "max_message_bytes": 1024,
+            "out_of_order_tolerance_s": 0,
+            "gap_tolerance_s": 0,
+            "silence_factor": 1,
+        }
+        for attr, low in minimums.items():
+            if getattr(self, attr) < low:
+                raise ConfigError(f"MW_{attr.upper()}={getattr(self, attr)} must be >= {low}")
+        if not 1.0 <= self.session_timeout_s <= 300.0:
+            raise ConfigError(f"MW_SESSION_TIMEOUT_S={self.session_timeout_s}: 1 to 300 seconds")
+        if not self.batch_max_wait_s > 0:
+            raise ConfigError(f"MW_BATCH_MAX_WAIT_S={self.batch_max_wait_s} must be > 0")
+        if not 0 < self.web_port < 65536:
+            raise ConfigError(f"MW_WEB_PORT={self.web_port} is not a TCP port")
+        if not self.store.startswith(STORE_SCHEMES):
+            raise ConfigError(f"MW_STORE={self.store!r}; starts with one of {STORE_SCHEMES}")
+        if self.processing_guarantee not in PROCESSING_GUARANTEES:
+            raise ConfigError(
+                f"MW_PROCESSING_GUARANTEE={self.processing_guarantee!r}; "
+                f"one of {PROCESSING_GUARANTEES}"
+            )
+
+    @property
+    def input_regex(self) -> re.Pattern[str]:
+        return re.compile(self.input_pattern)
+
+
+def check_broker_support(kafka: KafkaSettings, worker: WorkerSettings) -> None:
+    """Refuse at start-up what the broker cannot do (Tansu has no transactions)."""
+    if kafka.is_tansu and worker.processing_guarantee == "exactly_once":
+        raise ConfigError(
+            "MW_PROCESSING_GUARANTEE=exactly_once needs transactions, which Tansu lacks; "
+            "use at_least_once or a real Kafka"
+        )

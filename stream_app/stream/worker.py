@@ -1,0 +1,81 @@
+"""`meterwatch worker`: check everything at start-up, then run the Faust worker until stopped.
+
+Config and model errors fail here, before the first event is read: settings are validated, the
+bundle is verified (a tampered or incompatible bundle refuses to start with one message), the
+ONNX sessions are created, and the topics the worker writes to exist. N workers started with the
+same MW_APP_ID form one consumer group and share the partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+
+from stream_app.core.errors import ConfigError
+from stream_app.core.model_bundle import Bundle
+from stream_app.core.scoring import Detector
+from stream_app.devtools.brokers import create_topics
+from stream_app.stream.app import create_app, matching_topics
+from stream_app.stream.registry import Registry
+from stream_app.stream.settings import KafkaSettings, WorkerSettings, check_broker_support
+
+log = logging.getLogger("meterwatch.worker")
+
+
+def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
+    check_broker_support(kafka, worker)
+    registry = None
+    if worker.model_root is not None:
+        registry = Registry(worker.model_root, providers=worker.onnx_providers)
+        detector = registry.detectors[registry.default]
+        log.info("model registry %s: %s", worker.model_root, registry.versions())
+    else:
+        detector = Detector(Bundle.load(worker.model_dir), providers=worker.onnx_providers)
+    bundle = detector.bundle
+    topics = [worker.readings_topic, worker.alerts_topic, worker.dlq_topic, worker.feedback_topic]
+    if worker.input_topic:
+        topics.append(worker.input_topic)
+    check_session_timeout(kafka, worker)
+    create_topics(kafka.confluent_config(), topics, worker.partitions)
+    log.info("kafka %s", kafka.redacted())
+    log.info("bundle %s, windows %s, models %s, provider %s", bundle.version,
+             bundle.window_sizes, bundle.models, detector.reconstructor.active_provider)
+    inputs = matching_topics(kafka, worker)
+    while not inputs:
+        log.info("waiting for input topics matching %r ...", worker.input_pattern)
+        time.sleep(5)
+        inputs = matching_topics(kafka, worker)
+    log.info("input topics: %d (%s%s)", len(inputs), ", ".join(inputs[:5]),
+             " ..." if len(inputs) > 5 else "")
+    return create_app(kafka, worker, detector, inputs, registry=registry)
+
+
+def check_session_timeout(kafka: KafkaSettings, worker: WorkerSettings) -> None:
+    """A session timeout outside the broker's group limits makes every JoinGroup fail, and the
+    consumer would retry forever: refuse it at start with one line. A broker that does not
+    describe its configs (Tansu) is not checked."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    admin = AdminClient(kafka.confluent_config())
+    try:
+        broker = next(iter(admin.list_topics(timeout=10).brokers))
+        done = admin.describe_configs([ConfigResource(ResourceType.BROKER, str(broker))])
+        configs = next(iter(done.values())).result(timeout=10)
+        low, high = (int(configs[f"group.{end}.session.timeout.ms"].value) / 1000
+                     for end in ("min", "max"))
+    except (KafkaException, KeyError, StopIteration, ValueError) as exc:  # not described: the broker decides at join time
+        log.debug("broker group limits not described: %r", exc)
+        return
+    if not low <= worker.session_timeout_s <= high:
+        raise ConfigError(f"MW_SESSION_TIMEOUT_S={worker.session_timeout_s:g} is outside the "
+                          f"broker's group.min/max.session.timeout.ms ({low:g} to {high:g} s)")
+
+
+def run_worker(loglevel: str = "info", web: bool = True) -> int:
+    kafka, worker = KafkaSettings.from_env(), WorkerSettings.from_env()
+    app = build(kafka, worker)
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+    return 0

@@ -1,0 +1,49 @@
+"""docker-compose.yml and the Dockerfile stay consistent with the code (no Docker engine needed)."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from stream_app.cli import build_parser
+from stream_app.stream.settings import KafkaSettings, WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose():
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_runs_kraft_kafka_workers_and_a_producer(compose):
+    services = compose["services"]
+    assert set(services) == {"kafka", "worker", "producer"}
+    kafka = services["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert "zookeeper" not in str(compose).lower()
+    assert "container_name" not in services["worker"]  # --scale needs unnamed containers
+    assert "ports" not in services["worker"]
+
+
+def test_worker_environment_is_valid_settings(compose):
+    env = {k: str(v) for k, v in compose["services"]["worker"]["environment"].items()}
+    KafkaSettings.from_env(env)
+    WorkerSettings.from_env(env)
+
+
+def test_producer_commands_exist(compose):
+    script = compose["services"]["producer"]["command"][0]
+    parser = build_parser()
+    for command in script.split("&&"):
+        argv = shlex.split(command)
+        assert argv[0] == "meterwatch"
+        parser.parse_args(argv[1:])  # exits (SystemExit) on an unknown command or option
+
+
+def test_image_is_runtime_only():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir '.[cpu,rocksdb]'" in dockerfile  # no torch
+    assert 'ENTRYPOINT ["meterwatch"]' in dockerfile
