@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.report import arguments, header, machine, publish
-from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.brokers import free_port, start_broker, stop_process
 from stream_app.devtools.demo import (
     AlertLog,
     follow_alerts,
@@ -46,6 +46,7 @@ from stream_app.devtools.demo import (
     worker_metrics,
 )
 from stream_app.devtools.simulator import simulate_with_events
+from stream_app.stream.topics import create_topics
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 WARMUP = 192

@@ -32,7 +32,7 @@ from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import Reading, encode_reading
 from stream_app.core.scoring import Detector
 from stream_app.core.stream_scoring import StreamScorer
-from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.brokers import free_port, start_broker, stop_process
 from stream_app.devtools.demo import (
     metric_total,
     start_worker,
@@ -42,6 +42,7 @@ from stream_app.devtools.demo import (
 )
 from stream_app.devtools.simulator import simulate
 from stream_app.stream.app import STATE_TABLE
+from stream_app.stream.topics import create_topics
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 PARTITIONS = 4

@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{'/'.join(map(str, bundle.window_sizes))}, models {', '.join(bundle.models)}), "
         f"{len(rows)} rows of a simulated {bundle.manifest['profile']} meter scored as profiled "
         f"meter `{context.meter_ids[0]}`, Detector with 1 ONNX "
-        "and 1 Numba thread, best of several passes. Stage columns: share of the full pass's time; rest is the remainder (timing "
+        "and 1 Numba thread, best of several passes. Stage columns: share of the full pass's time; "
+        "rest is the remainder (timing "
         "noise can make it slightly negative)."
     )
     lines = [title, "", about, "", *_table(results), ""]

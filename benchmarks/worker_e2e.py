@@ -27,9 +27,10 @@ from benchmarks.report import cpu_name, header, publish
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import encode_reading
 from stream_app.core.scoring import Detector
-from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.brokers import free_port, start_broker, stop_process
 from stream_app.devtools.demo import metric_total, start_worker, wait_for_worker, worker_metrics
 from stream_app.devtools.simulator import simulate
+from stream_app.stream.topics import create_topics
 
 BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
 TARGET = 0.70

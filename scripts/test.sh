@@ -7,4 +7,7 @@ bash scripts/setup.sh
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the page test will skip"
 fi
+# House rules before the tests: lint, the wings' import contracts, types.
+.venv/bin/ruff check stream_app training benchmarks tests
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -q "$@"

@@ -179,8 +179,8 @@ class AlertTracker:
         if "alert_id" not in state:
             state.update(alert_id=alert_id(self.bundle_version, meter_id, ts, details.window_size,
                                            details.kind),
-                         kind=details.kind, first_seen=ts, flagged=0, since_emit=0, clear_run=0, emitted_rank=-1,
-                         peak=None)
+                         kind=details.kind, first_seen=ts, flagged=0, since_emit=0, clear_run=0,
+                         emitted_rank=-1, peak=None)
         state["flagged"] += 1
         state["since_emit"] += 1
         state["clear_run"] = 0

@@ -128,7 +128,9 @@ class MeterProfile:
         return np.abs(self.log_ratio(values, ts_s, span) - self.ratio_center) / self.ratio_scale
 
     def to_dict(self) -> dict:
-        r = lambda a: [round(float(v), 6) for v in a]
+        def r(a):
+            return [round(float(v), 6) for v in a]
+
         return {"median": r(self.median), "lower": r(self.lower), "upper": r(self.upper),
                 "level": self.level, "max_value": self.max_value, "max_run": self.max_run,
                 "ratio_center": self.ratio_center, "ratio_scale": self.ratio_scale,

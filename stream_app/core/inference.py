@@ -62,7 +62,7 @@ class Reconstructor:
                 path = bundle.onnx_path(model, window)
                 try:
                     session = ort.InferenceSession(str(path), options, providers=self.providers)
-                except Exception as exc:  # ORT raises its own untyped errors
+                except Exception as exc:  # noqa: BLE001 (ORT raises its own untyped errors)
                     raise BundleError(f"ONNX Runtime cannot load {path.name}: {exc}") from None
                 shape = session.get_inputs()[0].shape
                 if len(shape) != 2 or shape[1] != window:

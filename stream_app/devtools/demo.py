@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from stream_app.core.errors import MeterwatchError
 from stream_app.core.records import encode_reading
-from stream_app.devtools.brokers import create_topics, free_port, start_broker, stop_process
+from stream_app.devtools.brokers import free_port, start_broker, stop_process
 from stream_app.devtools.simulator import simulate_with_events
+from stream_app.stream.topics import create_topics
 
 DETECTION_GRACE = 4  # readings after an injected event's end in which an alert still counts
 

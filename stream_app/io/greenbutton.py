@@ -94,7 +94,7 @@ def parse_espi_xml(source, *, meter_id: str | None = None, category: str = "gene
             _int(ltp.content, name, ltp.where, required=False)
     groups = _link(by_kind)
     series, used = [], set()
-    for point, mr, rtype, blocks in groups:
+    for point, _mr, rtype, blocks in groups:
         scale, flow = _reading_type(rtype)
         meter = _unique(_base_id(meter_id, point) + FLOW_SUFFIX.get(flow, f".flow{flow}"),
                         used)

@@ -116,7 +116,7 @@ def replay(
     else:
         topics = [topic_for(s.meter_id, topic_template) for s in series]
     if create:
-        from stream_app.devtools.brokers import create_topics
+        from stream_app.stream.topics import create_topics
 
         create_topics(kafka.confluent_config(), sorted(set(topics)), partitions)
     return _produce_all(series, topics, kafka, rate, speed, progress)

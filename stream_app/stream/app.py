@@ -131,7 +131,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                 try:
                     result = decode_reading(event.value, key=message.key,
                                             max_bytes=worker.max_message_bytes)
-                except Exception as exc:  # a decoder bug must not lose the event
+                except Exception as exc:  # noqa: BLE001 (a decoder bug must not lose the event)
                     result = Rejected("internal_error", repr(exc))
                 if isinstance(result, Rejected):
                     await dead_letter(event.value, result, message)
@@ -193,7 +193,7 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
             for item, reading in zip(items, batch, strict=True):
                 try:
                     await apply([item], [reading])
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 (one bad reading must not stop the batch)
                     await dead_letter(item.raw, f"internal_error:{exc!r}"[:200],
                                       item.event.message)
 

@@ -16,10 +16,10 @@ import faust
 from stream_app.core.errors import ConfigError
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.scoring import Detector
-from stream_app.devtools.brokers import create_topics
 from stream_app.stream.app import create_app, matching_topics
 from stream_app.stream.registry import Registry
 from stream_app.stream.settings import KafkaSettings, WorkerSettings, check_broker_support
+from stream_app.stream.topics import create_topics
 
 log = logging.getLogger("meterwatch.worker")
 
@@ -66,7 +66,8 @@ def check_session_timeout(kafka: KafkaSettings, worker: WorkerSettings) -> None:
         configs = next(iter(done.values())).result(timeout=10)
         low, high = (int(configs[f"group.{end}.session.timeout.ms"].value) / 1000
                      for end in ("min", "max"))
-    except (KafkaException, KeyError, StopIteration, ValueError) as exc:  # not described: the broker decides at join time
+    # not described: the broker decides at join time
+    except (KafkaException, KeyError, StopIteration, ValueError) as exc:
         log.debug("broker group limits not described: %r", exc)
         return
     if not low <= worker.session_timeout_s <= high:

@@ -15,8 +15,8 @@ from confluent_kafka import Producer
 
 from stream_app.cli import main
 from stream_app.core.alerts import Alert, alert_id
-from stream_app.devtools.brokers import create_topics
 from stream_app.io.alerts_cli import alert_filter, table_line
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.kafka]
 

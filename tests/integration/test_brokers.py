@@ -16,8 +16,9 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from stream_app.devtools.brokers import BrokerUnavailable, TansuBroker, create_topics, free_port
+from stream_app.devtools.brokers import BrokerUnavailable, TansuBroker, free_port
 from stream_app.stream.settings import KafkaSettings
+from stream_app.stream.topics import create_topics
 
 pytestmark = pytest.mark.kafka
 
@@ -119,7 +120,8 @@ def test_apache_kafka_restart_keeps_a_produced_record(tmp_path, unique_name):
 
 def test_broker_cli_prints_exports_and_stops_on_sigterm():
     port = free_port()
-    code = f"from stream_app.devtools.brokers import main_broker_cli; raise SystemExit(main_broker_cli('tansu', {port}))"
+    code = ("from stream_app.devtools.brokers import main_broker_cli; "
+            f"raise SystemExit(main_broker_cli('tansu', {port}))")
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,

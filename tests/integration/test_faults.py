@@ -25,8 +25,9 @@ from conftest import requires_real_kafka
 from test_worker_kafka import Run, _messages, expected_alerts, metric, wait_for
 
 from stream_app.core.records import encode_reading
-from stream_app.devtools.brokers import BrokerUnavailable, create_topics
+from stream_app.devtools.brokers import BrokerUnavailable
 from stream_app.devtools.demo import worker_metrics
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 

@@ -83,7 +83,7 @@ def test_recalibrate_reads_alerts_and_feedback_from_kafka(kafka_broker, unique_n
     from confluent_kafka import Producer
 
     from stream_app.cli import main
-    from stream_app.devtools.brokers import create_topics
+    from stream_app.stream.topics import create_topics
 
     alerts_topic, feedback_topic = unique_name("alerts"), unique_name("feedback")
     create_topics(kafka_broker.bootstrap, [alerts_topic, feedback_topic], 2)
@@ -111,10 +111,10 @@ def test_recalibrate_reads_alerts_and_feedback_from_kafka(kafka_broker, unique_n
 
 @pytest.mark.kafka
 @pytest.mark.slow
-def test_worker_counts_verdicts_and_dead_letters_bad_feedback(run):
+def test_worker_counts_verdicts_and_dead_letters_bad_feedback(run):  # noqa: F811 (the fixture)
     from test_worker_kafka import metric, wait_for
 
-    from stream_app.devtools.brokers import create_topics
+    from stream_app.stream.topics import create_topics
 
     create_topics(run.broker.bootstrap, [run.topic("m1")], 4)
     _, port = run.start_worker()

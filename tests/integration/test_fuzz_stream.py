@@ -26,8 +26,8 @@ import pytest
 from test_faults import assert_accounted, consume_all, wait_accounted, worker_counters
 
 from stream_app.core.records import encode_reading
-from stream_app.devtools.brokers import create_topics
 from stream_app.devtools.demo import worker_health
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.kafka, pytest.mark.slow]
 

@@ -1,6 +1,5 @@
 """End to end: a Green Button (ESPI XML) file goes in, an alert comes out of the worker."""
 
-import time
 from datetime import datetime
 
 import pytest
@@ -44,12 +43,12 @@ def espi_feed(series) -> str:
             + "</feed>")
 
 
-def test_green_button_file_in_alert_out(run, sim_series, tmp_path, monkeypatch, capsys):
+def test_green_button_file_in_alert_out(run, sim_series, tmp_path, monkeypatch, capsys):  # noqa: F811 (the fixture)
     import numpy as np
     from test_worker_kafka import metric, wait_for
 
     from stream_app.devtools.anomalies import inject_one
-    from stream_app.devtools.brokers import create_topics
+    from stream_app.stream.topics import create_topics
 
     series, events = sim_series
     event = next(e for e in events if e.kind == "spike")
@@ -66,7 +65,6 @@ def test_green_button_file_in_alert_out(run, sim_series, tmp_path, monkeypatch, 
     create_topics(run.broker.bootstrap, [topic], 4)
     _, port = run.start_worker()
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", run.broker.bootstrap)
-    started = time.monotonic()
     code = main(["import-greenbutton", str(feed), "--produce", "--meter-id", "plant-7",
                  "--category", meter.category, "--topic-template", run.prefix + ".{meter_id}"])
     assert code == 0, capsys.readouterr().err

@@ -52,7 +52,7 @@ def test_worker_switches_bundle_without_restart_and_loses_no_reading(
         kafka_broker, bundle_dir, sim_series, tmp_path, unique_name):
     from test_worker_kafka import Run, _messages, metric, wait_for
 
-    from stream_app.devtools.brokers import create_topics
+    from stream_app.stream.topics import create_topics
 
     run = Run(kafka_broker, bundle_dir, tmp_path, unique_name("mw").replace("_", "-"))
     try:

@@ -21,8 +21,8 @@ from test_faults import assert_accounted, wait_accounted, worker_counters
 from test_worker_kafka import Run, metric
 
 from stream_app.core.records import encode_reading
-from stream_app.devtools.brokers import create_topics
 from stream_app.devtools.demo import worker_metrics
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.soak, pytest.mark.kafka, pytest.mark.slow]
 

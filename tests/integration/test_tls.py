@@ -19,9 +19,10 @@ from confluent_kafka.admin import AdminClient
 from test_worker_kafka import expected_alerts, metric, wait_for
 
 from stream_app.core.records import encode_reading
-from stream_app.devtools.brokers import BrokerUnavailable, create_topics, free_port, stop_process
+from stream_app.devtools.brokers import BrokerUnavailable, free_port, stop_process
 from stream_app.devtools.demo import start_worker, wait_for_worker
 from stream_app.stream.settings import KafkaSettings
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -19,7 +19,7 @@ from test_worker_kafka import Run, expected_alerts, metric, wait_for
 
 from stream_app.core.alerts import alert_id
 from stream_app.core.records import encode_reading
-from stream_app.devtools.brokers import create_topics
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -92,8 +92,9 @@ def test_a_meter_that_stops_reporting_raises_and_resolves_a_silent_alert(live):
     run, port, _ = live
     topic = run.topic(QUIET)
     base = (int(time.time()) // 2 * 2 - 60) * 1000
-    produce = lambda k: run.produce([(topic, *encode_reading(QUIET, base + 2000 * k, 1.0,
-                                                              "general", interval_s=2))])
+    def produce(k):
+        return run.produce([(topic, *encode_reading(QUIET, base + 2000 * k, 1.0, "general",
+                                                     interval_s=2))])
     for k in range(3):
         produce(k)
         time.sleep(1.0)

@@ -17,8 +17,9 @@ from stream_app.core.alerts import AlertTracker, Detection
 from stream_app.core.offline import score_series
 from stream_app.core.records import encode_reading
 from stream_app.core.scoring import Detector
-from stream_app.devtools.brokers import create_topics, free_port, stop_process
+from stream_app.devtools.brokers import free_port, stop_process
 from stream_app.devtools.demo import metric_total, start_worker, wait_for_worker, worker_metrics
+from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -212,8 +213,9 @@ def test_killed_workers_partitions_move_with_their_state(run, sim_series, tiny_b
     n = len(series[0].values)
     first = _messages(run, series, range(n // 2))
     run.produce(first)
-    processed = lambda: (metric(port_a, "meterwatch_readings_outcome_total")
-                         + metric(port_b, "meterwatch_readings_outcome_total"))
+    def processed():
+        return (metric(port_a, "meterwatch_readings_outcome_total")
+                + metric(port_b, "meterwatch_readings_outcome_total"))
     wait_for(lambda: processed() >= len(first), 120, "the first half to be processed")
     time.sleep(4)  # let offsets and changelog writes be committed
     os.kill(proc_a.pid, signal.SIGKILL)

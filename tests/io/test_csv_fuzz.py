@@ -72,7 +72,9 @@ def meter_csv(draw) -> str:
         rows.append(row)
     if rows and draw(st.booleans()):
         rows += draw(st.lists(st.sampled_from(rows), max_size=5))  # duplicates, out of order
-    quote = lambda cell: '"' + cell.replace('"', '""') + '"'
+    def quote(cell):
+        return '"' + cell.replace('"', '""') + '"'
+
     return "\n".join(",".join(quote(c) for c in row) for row in [columns, *rows])
 
 
