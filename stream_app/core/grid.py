@@ -12,6 +12,8 @@ reported. The rules (docs/DATA_IN.md says them to users):
 - A reading less than `tolerance` (default a third of the interval) from a grid point is snapped
   to it. A reading further off is energy of the interval that contains it: timestamps are
   interval ends, so it goes to the next grid point at or after it and is summed into that slot.
+- Readings of power (kW, W) rather than energy are averaged into their slot instead of summed
+  (`aggregate="mean"`); the reader turns the slot's mean power into the interval's energy.
 - Several readings snapped to one slot: identical ones (same value and label) are dropped and
   counted; different ones are resolved by the `duplicates` policy: `last` (the later row of the
   file wins), `mean`, `sum` (labels: 1 if any is 1), or `error`. An empty value in a slot that
@@ -96,7 +98,7 @@ def _rows(lines) -> str:
 
 def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None = None,
                tolerance_s: float | None = None, duplicates: str = "last",
-               max_gap: int = 4) -> Grid:
+               max_gap: int = 4, aggregate: str = "sum") -> Grid:
     """Arrays in file order -> the meter's regular grid; see the module docstring."""
     ts = np.asarray(ts, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
@@ -131,11 +133,12 @@ def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None 
                        f"{int(np.abs(offset[on]).max())} s off the {interval} s grid to the "
                        "nearest grid point")
     if not on.all():
-        repairs.append(f"{meter}: summed {np.count_nonzero(~on)} readings more than {tol:g} s "
+        verb = "averaged" if aggregate == "mean" else "summed"
+        repairs.append(f"{meter}: {verb} {np.count_nonzero(~on)} readings more than {tol:g} s "
                        f"off the grid into the slot they end in ({_rows(lines[~on])})")
     notes = [""] * len(ts)
     slots, slot_values, slot_labels, rep = _resolve_slots(
-        meter, slot, on, ts, values, labels, lines, duplicates, notes, repairs)
+        meter, slot, on, ts, values, labels, lines, duplicates, notes, repairs, aggregate)
     _check_span(meter, slots, slot_values, lines[rep], phase, interval, max_gap)
     pos = slots - slots[0]
     n = int(pos[-1]) + 1
@@ -163,7 +166,8 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _resolve_slots(meter, slot, on, ts, values, labels, lines, policy, notes, repairs):
+def _resolve_slots(meter, slot, on, ts, values, labels, lines, policy, notes, repairs,
+                   aggregate="sum"):
     """Per occupied slot (ascending): its value, label and the row that stands for it."""
     order = np.lexsort((lines, slot))
     ordered = slot[order]
@@ -202,7 +206,10 @@ def _resolve_slots(meter, slot, on, ts, values, labels, lines, policy, notes, re
         value = 0.0
         if snapped:
             value = float(values[snapped].mean() if policy == "mean" else values[snapped].sum())
-        value += float(values[summed].sum())
+        if aggregate == "mean" and summed:  # power: the slot's mean, the snapped one(s) counted once
+            value = (value + float(values[summed].sum())) / (len(summed) + (1 if snapped else 0))
+        else:
+            value += float(values[summed].sum())
         contributors = snapped + summed
         winner = max(contributors, key=lambda r: lines[r])
         slot_values[g] = value if contributors and not np.isnan(values[winner]) else np.nan

@@ -13,6 +13,14 @@ Layouts recognised from the header (case-insensitive), unless columns are named 
 Separator: `,`, `;` or a tab, whichever the header line holds most of. With `;` or tab, a `,` in
 a value is a decimal comma (`1.234,5` = 1234.5: dots before a decimal comma group thousands).
 
+Units (`unit`, default kWh): energy per interval in kWh, Wh or MWh is scaled to kWh; power in kW
+or W is averaged into its grid slot and becomes the interval's energy (kW x interval in hours).
+A cumulative register (`cumulative=True`) becomes interval energy: each reading minus the one
+before it, a step over several intervals shared evenly by them (the gap's other slots are then
+interpolated from it); the first reading is the baseline, and a drop (rollover or meter reset)
+leaves that interval's energy unknown (reported), never a negative consumption. A value column
+that never decreases over many readings is reported as a likely register.
+
 Timestamps (stream_app/core/timestamps.py): ISO-8601 with or without an offset (without one: wall
 time in `tz`, default UTC), epoch seconds or milliseconds, or `timestamp_format` (strptime).
 
@@ -31,8 +39,10 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from stream_app.core.errors import InputError
-from stream_app.core.grid import DUPLICATE_POLICIES, build_grid
+from stream_app.core.grid import DUPLICATE_POLICIES, build_grid, infer_interval
 from stream_app.core.series import MeterSeries
 from stream_app.core.thresholds import CATEGORIES
 from stream_app.core.timestamps import (
@@ -41,7 +51,11 @@ from stream_app.core.timestamps import (
     parse_tz,
 )
 
-__all__ = ["add_reader_arguments", "read_meter_csv", "reader_options", "write_rows_csv"]
+__all__ = ["UNITS", "add_reader_arguments", "read_meter_csv", "reader_options", "write_rows_csv"]
+# unit -> (factor to kWh or kW, is power)
+UNITS = {"kWh": (1.0, False), "Wh": (1e-3, False), "MWh": (1e3, False),
+         "kW": (1.0, True), "W": (1e-3, True)}
+REGISTER_HINT_MIN = 672  # readings that never decrease (a week at 15 min) before a register is suspected
 _TS_NAMES = ("timestamp", "time", "datetime")
 _VALUE_NAMES = ("value", "kwh", "usage_kwh", "meter_reading", "reading")
 _METER_NAMES = ("meter_id", "building_id", "meter")
@@ -77,11 +91,16 @@ def read_meter_csv(
     duplicates: str = "last",
     tz=None,
     timestamp_format: str | None = None,
+    unit: str = "kWh",
+    cumulative: bool = False,
 ) -> list[MeterSeries]:
     """All meters of a CSV file, each on a regular grid with its repairs; see the docstring.
 
     `interval` / `grid_tolerance`: seconds or text like `15min` (default: inferred / a third of
-    the interval); `duplicates`: last|mean|sum|error; `tz`: zone of times without an offset."""
+    the interval); `duplicates`: last|mean|sum|error; `tz`: zone of times without an offset;
+    `unit`: one of UNITS; `cumulative`: the values are a register's readings."""
+    if unit not in UNITS:
+        raise InputError(f"unknown unit {unit!r}; known: {', '.join(UNITS)}")
     if default_category not in CATEGORIES:
         raise InputError(f"unknown category {default_category!r}; known: {', '.join(CATEGORIES)}")
     if not isinstance(max_gap, int) or max_gap < 0:
@@ -93,6 +112,9 @@ def read_meter_csv(
             "tolerance_s": None if grid_tolerance is None else parse_duration(
                 grid_tolerance, "grid tolerance", allow_zero=True),
             "duplicates": duplicates, "max_gap": max_gap}
+    factor, power = UNITS[unit]
+    if power:
+        grid["aggregate"] = "mean"
     zone = parse_tz(tz)
     path = Path(path)
     try:
@@ -122,11 +144,75 @@ def read_meter_csv(
     has_labels = cols["label"] is not None
     series = []
     for (meter, category), rows in raw.items():
-        ts, values, labels, lines = zip(*rows)
+        ts, values, labels, lines = (np.asarray(c) for c in zip(*rows))
+        values = values.astype(np.float64) * factor
+        notes: list[str] = []
+        shared: list[tuple[int, int, float]] = []
+        if cumulative:
+            values = _register_deltas(meter, ts, values, lines, grid["interval_s"], notes, shared)
+        elif not power:
+            notes += _register_hint(meter, ts, values)
         g = build_grid(meter, ts, values, labels, lines, **grid)
-        series.append(MeterSeries(meter, category, g.timestamps, g.values, g.interval_s,
-                                  g.labels if has_labels else None, g.repairs, g.source))
+        grid_values = g.values * (g.interval_s / 3600.0) if power else g.values
+        for end, span, share in shared:  # the slots a register step spans get its share
+            want = end - g.interval_s * np.arange(1, span)
+            slots = np.minimum(np.searchsorted(g.timestamps, want), len(g.timestamps) - 1)
+            grid_values[slots[g.timestamps[slots] == want]] = share
+        if power:
+            notes.append(f"{meter}: {unit} readings turned into kWh per {g.interval_s} s interval")
+        series.append(MeterSeries(meter, category, g.timestamps, grid_values, g.interval_s,
+                                  g.labels if has_labels else None, notes + g.repairs, g.source))
     return series
+
+
+def _register_deltas(meter: str, ts: np.ndarray, values: np.ndarray, lines: np.ndarray,
+                     interval_s: int | None, notes: list[str],
+                     shared: list[tuple[int, int, float]]) -> np.ndarray:
+    """A register's readings (file order) -> energy of the interval each one closes; a step
+    over several intervals appends (its end, intervals, share) to `shared`."""
+    order = np.lexsort((lines, ts))
+    t, v = ts[order], values[order]
+    known = ~np.isnan(v)
+    out = np.full(len(v), np.nan)
+    idx = np.flatnonzero(known)
+    if len(idx) < 2:
+        raise InputError(f"meter {meter!r}: a register needs at least 2 readings with a value")
+    step = interval_s or infer_interval(np.unique(t[idx]))[0]
+    prev, cur = idx[:-1], idx[1:]
+    delta = v[cur] - v[prev]
+    spans = np.maximum(1, np.rint((t[cur] - t[prev]) / step)).astype(np.int64)
+    same_time = t[cur] == t[prev]
+    delta = np.where(same_time, np.nan, delta / spans)
+    drops = np.flatnonzero(delta < 0)
+    out[cur] = np.where(delta < 0, np.nan, delta)
+    notes.append(f"{meter}: register readings turned into interval energy (the first, at row "
+                 f"{int(lines[order[idx[0]]])}, is the baseline)")
+    if drops.size:
+        rows = ", ".join(str(int(lines[order[cur[k]]])) for k in drops[:5])
+        notes.append(f"{meter}: the register dropped {drops.size} times (rollover or reset; rows "
+                     f"{rows}{', ...' if drops.size > 5 else ''}): those intervals' energy is "
+                     "unknown")
+    for k in np.flatnonzero((spans > 1) & (delta >= 0)):
+        shared.append((int(t[cur[k]]), int(spans[k]), float(delta[k])))
+    if np.any(spans > 1):
+        notes.append(f"{meter}: {int(np.count_nonzero(spans > 1))} register steps over several "
+                     "intervals shared evenly by them")
+    result = np.empty(len(v))
+    result[order] = out
+    return result
+
+
+def _register_hint(meter: str, ts: np.ndarray, values: np.ndarray) -> list[str]:
+    """A warning when the values look like a cumulative register rather than interval energy."""
+    v = values[np.argsort(ts, kind="stable")]
+    v = v[~np.isnan(v)]
+    if len(v) < REGISTER_HINT_MIN:
+        return []
+    steps = np.diff(v)
+    if np.all(steps >= 0) and np.count_nonzero(steps > 0) > 0.9 * len(steps):
+        return [f"{meter}: warning: the values never decrease over {len(v)} readings, like a "
+                "cumulative register; if they are, pass --cumulative"]
+    return []
 
 
 def add_reader_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,13 +229,19 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: UTC)")
     p.add_argument("--timestamp-format",
                    help="strptime format for timestamps that are not ISO-8601 or epoch numbers")
+    p.add_argument("--unit", choices=tuple(UNITS), default="kWh",
+                   help="what a value is: energy per interval (kWh, Wh, MWh) or power (kW, W), "
+                   "turned into kWh per interval (default: kWh)")
+    p.add_argument("--cumulative", action="store_true",
+                   help="values are a register's readings (they only grow): use the differences")
 
 
 def reader_options(args) -> dict:
     """read_meter_csv keyword arguments from the options of add_reader_arguments."""
     return {"interval": args.interval, "grid_tolerance": args.grid_tolerance,
             "duplicates": args.duplicates, "tz": args.tz,
-            "timestamp_format": args.timestamp_format}
+            "timestamp_format": args.timestamp_format, "unit": args.unit,
+            "cumulative": args.cumulative}
 
 
 def _duration_arg(text: str) -> int:
