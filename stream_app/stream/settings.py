@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stream_app.core.errors import ConfigError
+from stream_app.models import default_bundle
 
 MASK = "**********"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -316,9 +317,8 @@ class WorkerSettings:
     processing_guarantee: str = field(
         default="at_least_once", metadata=_env("MW_PROCESSING_GUARANTEE", str.lower)
     )
-    model_dir: Path = field(
-        default=Path("onnx_models/default"), metadata=_env("MW_MODEL_DIR", Path)
-    )
+    # Default: the bundle shipped in the package (stream_app.models).
+    model_dir: Path = field(default_factory=default_bundle, metadata=_env("MW_MODEL_DIR", Path))
     # When set: a registry of bundles per company / profile (stream_app.stream.registry); else model_dir.
     model_root: Path | None = field(default=None, metadata=_env("MW_MODEL_ROOT", Path))
     onnx_providers: tuple[str, ...] | None = field(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.core.errors import ConfigError
+from stream_app.models import default_bundle
 from stream_app.stream.settings import (
     MASK,
     KafkaSettings,
@@ -159,7 +160,7 @@ def test_worker_defaults():
         6066,
         "at_least_once",
     )
-    assert worker.model_dir == Path("onnx_models/default")
+    assert worker.model_dir == default_bundle()  # the shipped bundle, found in the package
     assert worker.onnx_providers is None  # auto
     assert worker.max_message_bytes == 1024 * 1024
 
