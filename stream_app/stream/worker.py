@@ -16,9 +16,10 @@ import faust
 from stream_app.core.errors import ConfigError
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.scoring import Detector
-from stream_app.stream.app import create_app, matching_topics
+from stream_app.stream.app import create_app
 from stream_app.stream.registry import Registry
 from stream_app.stream.settings import KafkaSettings, WorkerSettings, check_broker_support
+from stream_app.stream.timers import matching_topics
 from stream_app.stream.topics import create_topics
 
 log = logging.getLogger("meterwatch.worker")

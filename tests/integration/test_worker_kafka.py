@@ -9,14 +9,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from reference.offline_alerts import expected_alerts
 
-from stream_app.core.alerts import AlertTracker, Detection
-from stream_app.core.offline import score_series
 from stream_app.core.records import encode_reading
-from stream_app.core.scoring import Detector
 from stream_app.devtools.brokers import free_port, stop_process
 from stream_app.devtools.demo import metric_total, start_worker, wait_for_worker, worker_metrics
 from stream_app.stream.topics import create_topics
@@ -102,24 +99,6 @@ def run(kafka_broker, tiny_bundle, tmp_path, unique_name):
     r = Run(kafka_broker, tiny_bundle.path, tmp_path, unique_name("mw").replace("_", "-"))
     yield r
     r.stop()
-
-
-def expected_alerts(bundle, series_list) -> set[tuple[str, str]]:
-    """(alert_id, status) that `score`'s flags give through the same alert lifecycle."""
-    detector = Detector(bundle)
-    tracker = AlertTracker(bundle_version=bundle.version, model="+".join(bundle.models))
-    out = set()
-    for s in series_list:
-        result = score_series(detector, s)
-        limit = bundle.limits.limit(s.category)
-        for i in np.flatnonzero(np.isfinite(result.score)):
-            flagged = bool(result.flagged[i])
-            det = Detection(s.category, int(result.window[i]), "", float(result.z[i]), limit,
-                            float(result.score[i]), kind=result.kind[i]) if flagged else None
-            alert = tracker.observe(s.meter_id, int(s.timestamps[i]) * 1000, flagged, det)
-            if alert is not None and alert.status != "update":
-                out.add((alert.alert_id, alert.status))
-    return out
 
 
 def test_stream_gives_the_same_alerts_as_score(run, sim_series, tiny_bundle):

@@ -1,0 +1,133 @@
+"""The worker's timers: silent meters, new input topics, bundle reload, consumer lag.
+
+Each timer is a module-level function over a `WorkerContext` and what it reads of Faust (the
+consumer's assignment, high-water marks), so tests call it with plain values.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from stream_app.stream.agents import send_silence
+from stream_app.stream.context import WorkerContext
+from stream_app.stream.patches import subscribe_new_topics
+from stream_app.stream.settings import KafkaSettings, WorkerSettings
+
+log = logging.getLogger("meterwatch.worker")
+
+SILENCE_CHECK_S = 1.0  # how often silent meters are looked for
+TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
+RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
+LAG_S = 5.0  # how often consumer lag and the meters gauge are refreshed
+LIST_TOPICS_TIMEOUT_S = 10.0  # one metadata request
+
+
+# --- the timers ------------------------------------------------------------------------------
+
+async def check_silence(ctx: WorkerContext, assigned: set[tuple[str, int]], now: float) -> None:
+    """Meters of this worker's partitions that stopped reporting (silence.py). An empty
+    assignment is a rebalance in progress: judge nothing until it settles."""
+    if not assigned:
+        return
+    lost = [m for m, tp in ctx.meter_partition.items() if tp not in assigned]
+    ctx.silence.forget(lost)
+    for meter in lost:
+        ctx.meter_partition.pop(meter, None)
+    for meter, event in ctx.silence.check(now):
+        await send_silence(ctx, meter, event)
+
+
+def matching_topics(kafka: KafkaSettings, worker: WorkerSettings, admin=None) -> list[str]:
+    """Input topics that exist now: the single input topic, or those matching the pattern.
+    Raises confluent_kafka.KafkaException when the brokers do not answer in time."""
+    if worker.input_topic:
+        return [worker.input_topic]
+    if admin is None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(kafka.confluent_config())
+    names = admin.list_topics(timeout=LIST_TOPICS_TIMEOUT_S).topics
+    return sorted(n for n in names if worker.input_regex.fullmatch(n))
+
+
+def new_topics(ctx: WorkerContext, found: Iterable[str]) -> list[str]:
+    """Topics found that the input topic does not read yet."""
+    return [name for name in found if name not in ctx.source.topics]
+
+
+async def reload_bundle(ctx: WorkerContext, run_blocking) -> None:
+    """A new verified bundle (or registry version) is switched to between two batches.
+    `run_blocking(f)` runs f off the event loop (verifying a bundle takes a while)."""
+    if ctx.registry is not None:
+        switched = await run_blocking(ctx.registry.refresh)
+        ctx.metrics.bundle_reloads.inc(len(switched))
+        return
+    fresh = await run_blocking(ctx.watcher.poll)
+    if fresh is not None:
+        ctx.scorer.switch(fresh)
+        ctx.metrics.bundle_reloads.inc()
+
+
+def report_lag(ctx: WorkerContext, assignment: Iterable, highwater: Callable) -> None:
+    """Records behind the end of each internal partition read so far, and the meters gauge."""
+    by_tp = {(tp.topic, tp.partition): tp for tp in assignment}
+    for key, offset in list(ctx.last_offsets.items()):
+        tp = by_tp.get(key)
+        if tp is None:
+            ctx.last_offsets.pop(key)
+            continue
+        high = highwater(tp)
+        if high is not None:
+            ctx.metrics.consumer_lag.labels(key[0], str(key[1])).set(max(0, high - offset - 1))
+    ctx.metrics.meters.set(len(ctx.table))
+
+
+# --- binding them to an app ------------------------------------------------------------------
+
+def register(app, ctx: WorkerContext) -> None:
+    """Start the timers with `app`."""
+    admin = []  # one AdminClient for topic discovery, made on first use
+
+    def every(interval_s: float, name: str, tick: Callable[[], Awaitable[None]]) -> None:
+        app.timer(interval=interval_s, name=f"meterwatch.{name}")(tick)
+
+    def assigned() -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+
+    def run_blocking(fun):
+        return app.loop.run_in_executor(None, fun)
+
+    def list_inputs() -> list[str]:
+        if not admin:
+            from confluent_kafka.admin import AdminClient
+
+            admin.append(AdminClient(ctx.kafka.confluent_config(),
+                                     logger=logging.getLogger("meterwatch.kafka")))
+        try:
+            return matching_topics(ctx.kafka, ctx.worker, admin[0])
+        finally:
+            admin[0].poll(0)  # hands librdkafka's queued log lines to the logger
+
+    async def silence_tick():
+        await check_silence(ctx, assigned(), time.time())
+
+    async def discover_tick():
+        if ctx.worker.input_topic:
+            return
+        new = new_topics(ctx, await run_blocking(list_inputs))
+        if new:
+            log.info("new input topics: %s", new)
+            subscribe_new_topics(app, ctx.source, new)
+
+    async def reload_tick():
+        await reload_bundle(ctx, run_blocking)
+
+    async def lag_tick():
+        report_lag(ctx, app.consumer.assignment(), app.consumer.highwater)
+
+    every(SILENCE_CHECK_S, "check_silence", silence_tick)
+    every(TOPIC_REFRESH_S, "discover_topics", discover_tick)
+    every(RELOAD_S, "reload_bundle", reload_tick)
+    every(LAG_S, "report_lag", lag_tick)
