@@ -1,7 +1,8 @@
 """Every place meterwatch reaches into faust-streaming's internals, and the version it was read on.
 
 Faust offers no public hook for these; each patch names the internal it touches, so an upgrade is
-reviewed here and nowhere else (tests/stream/test_patches.py fails when an internal moves):
+reviewed here and nowhere else (tests/stream/test_faust_internals.py fails when an internal
+moves):
 
 - `current_event`: a table write outside Faust's own stream iteration binds to the event whose
   changelog partition it belongs to (`faust.streams._current_event`).
