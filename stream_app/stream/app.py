@@ -40,9 +40,11 @@ def make_app(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
         tansu_fetch_wait()
     if worker.processing_guarantee == "exactly_once":
         one_transaction_per_worker()
+    worker.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         worker.app_id,
         **kafka.faust_kwargs(),
+        datadir=worker.app_data_dir,
         store=worker.store,
         topic_partitions=worker.partitions,
         processing_guarantee=worker.processing_guarantee,

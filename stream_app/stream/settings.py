@@ -6,8 +6,10 @@ declares its environment variable next to its default, so the table of variables
 from the code. Values are stripped; an empty value means "use the default".
 
 Typo protection: any `MW_*` variable that no field declares is a `ConfigError` that lists the
-valid names (a misspelt `MW_BACH_SIZE` would otherwise silently run with the default). Modules
-that read another `MW_*` variable themselves register it in `OTHER_MW_VARIABLES`.
+valid names (a misspelt `MW_BACH_SIZE` would otherwise silently run with the default). Only the
+runtime's own settings are valid: a program that embeds these settings and owns more `MW_*`
+variables (the test suite: tests/conftest.py) declares them with `register_variables`, for its
+own process only.
 
 Credentials are wrapped in `Secret`, whose repr/str is a mask, so printing or logging a settings
 object never shows them; only `confluent_config()` / `faust_kwargs()` reveal them, to the client.
@@ -35,9 +37,7 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 BROKER_KINDS = ("tansu", "kafka", "unknown")
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 STORE_SCHEMES = ("memory://", "rocksdb://")
-# MW_ variables read outside this module: the shared data set and the broker kind for tests
-# (tests/conftest.py).
-OTHER_MW_VARIABLES = ("MW_SHARED_DATA", "MW_TEST_BROKER", "MW_SOAK_S")
+_REGISTERED: set[str] = set()  # MW_ variables owned by the embedding program (register_variables)
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
@@ -82,10 +82,21 @@ def _as_providers(raw: str) -> tuple[str, ...] | None:
     return None if names in ((), ("auto",)) else names
 
 
+def runtime_variables() -> set[str]:
+    """The MW_ variables the runtime itself reads: one per settings field."""
+    declared = {f.metadata["env"] for cls in (KafkaSettings, WorkerSettings) for f in fields(cls)}
+    return {name for name in declared if name.startswith("MW_")}
+
+
+def register_variables(names) -> None:
+    """Declare MW_ variables the embedding program owns (never read by the runtime), so that
+    settings read in this process accept them. A worker process started apart stays strict."""
+    _REGISTERED.update(names)
+
+
 def _check_mw_names(environ: Mapping[str, str]) -> None:
     """Unknown MW_* variables are errors: a typo must not silently fall back to a default."""
-    known = {f.metadata["env"] for cls in (KafkaSettings, WorkerSettings) for f in fields(cls)}
-    known = {name for name in known if name.startswith("MW_")} | set(OTHER_MW_VARIABLES)
+    known = runtime_variables() | _REGISTERED
     unknown = sorted(name for name in environ if name.startswith("MW_") and name not in known)
     if unknown:
         hints = [
@@ -113,6 +124,13 @@ def _read_env(cls, environ: Mapping[str, str]) -> dict:
         except ValueError as exc:
             raise ConfigError(f"{f.metadata['env']}={raw!r} is not valid: {exc}") from None
     return kwargs
+
+
+def default_data_dir() -> Path:
+    """$XDG_STATE_HOME/meterwatch (default ~/.local/state/meterwatch): state outside the
+    working directory, which may be a checkout or read-only."""
+    state = os.environ.get("XDG_STATE_HOME", "").strip()
+    return (Path(state) if state else Path.home() / ".local" / "state") / "meterwatch"
 
 
 def _check_bootstrap(servers: str) -> None:
@@ -304,13 +322,9 @@ class WorkerSettings:
     batch_size: int = field(default=256, metadata=_env("MW_BATCH_SIZE", _as_int))
     # A batch waits at most this long: bounds alert latency at low traffic.
     batch_max_wait_s: float = field(default=0.2, metadata=_env("MW_BATCH_MAX_WAIT_S", _as_float))
-    # Four 15-minute readings: a late reading within an hour still lands in its slot.
-    out_of_order_tolerance_s: float = field(
-        default=3600.0, metadata=_env("MW_OUT_OF_ORDER_TOLERANCE_S", _as_float)
-    )
-    # Gaps up to an hour are interpolated; longer ones restart the meter's history.
-    gap_tolerance_s: float = field(default=3600.0, metadata=_env("MW_GAP_TOLERANCE_S", _as_float))
     store: str = field(default="memory://", metadata=_env("MW_STORE"))
+    # Faust's data directory (tables of a rocksdb:// store); the app uses <data_dir>/<app_id>.
+    data_dir: Path = field(default_factory=default_data_dir, metadata=_env("MW_DATA_DIR", Path))
     # A dead worker's partitions move after this long; heartbeats go every sixth of it.
     session_timeout_s: float = field(default=10.0, metadata=_env("MW_SESSION_TIMEOUT_S", _as_float))
     web_port: int = field(default=6066, metadata=_env("MW_WEB_PORT", _as_int))
@@ -349,8 +363,6 @@ class WorkerSettings:
             "partitions": 1,
             "batch_size": 1,
             "max_message_bytes": 1024,
-            "out_of_order_tolerance_s": 0,
-            "gap_tolerance_s": 0,
             "silence_factor": 1,
         }
         for attr, low in minimums.items():
@@ -373,6 +385,11 @@ class WorkerSettings:
     @property
     def input_regex(self) -> re.Pattern[str]:
         return re.compile(self.input_pattern)
+
+    @property
+    def app_data_dir(self) -> Path:
+        """Faust's `datadir` for this app: one folder per MW_APP_ID under MW_DATA_DIR."""
+        return self.data_dir / self.app_id
 
 
 def check_broker_support(kafka: KafkaSettings, worker: WorkerSettings) -> None:

@@ -29,7 +29,8 @@ class Run:
         self.prefix = f"meter.{name}"
         self.env = {"MW_INPUT_PATTERN": rf"meter\.{name}\..+", "MW_ALERTS_TOPIC": f"{name}-alerts",
                     "MW_DLQ_TOPIC": f"{name}-dlq", "MW_READINGS_TOPIC": f"{name}-readings",
-                    "MW_FEEDBACK_TOPIC": f"{name}-feedback", "MW_PARTITIONS": "4"}
+                    "MW_FEEDBACK_TOPIC": f"{name}-feedback", "MW_PARTITIONS": "4",
+                    "MW_DATA_DIR": str(tmp_path / "faust-data")}
         self.app_id = name
         self.workers: list[tuple] = []
 

@@ -36,7 +36,7 @@ class Worker:
     """An app as `create_app` builds it, its outputs replaced by channels we can read."""
 
     def __init__(self, bundle, data_dir: Path, **settings):
-        worker = WorkerSettings(batch_max_wait_s=0.05, **settings)
+        worker = WorkerSettings(batch_max_wait_s=0.05, data_dir=data_dir, **settings)
         self.app = create_app(KafkaSettings(), worker, Detector(bundle), [INPUT])
         self.ctx = self.app.meterwatch
         app = self.app
