@@ -87,9 +87,9 @@ def cmd_train(args) -> int:
     started = time.perf_counter()
     bundle = train_bundle(series, Path(args.out), profile, options)
     m = bundle.manifest
-    size = sum(f["bytes"] for f in m["files"].values())
-    print(f"bundle {bundle.version} written to {args.out}: windows {m['window_sizes']}, "
-          f"models {m['models']}, {size / 1024:.0f} KiB, "
+    size = sum(f.bytes for f in m.files.values())
+    print(f"bundle {bundle.version} written to {args.out}: windows {list(m.window_sizes)}, "
+          f"models {list(m.models)}, {size / 1024:.0f} KiB, "
           f"{time.perf_counter() - started:.0f} s")
     return 0
 

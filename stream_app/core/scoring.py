@@ -119,16 +119,16 @@ class Detector:
         self.bundle = bundle
         self.reconstructor = Reconstructor(bundle, providers, threads)
         manifest = bundle.manifest
-        self.feature_order: list[str] = manifest["feature_order"]
-        self.band = manifest["dtw"]["band"]
-        self.normalise_dtw = manifest["dtw"]["normalise"]
-        self.measure = manifest["dtw"].get("measure", "dtw")
-        stats = manifest["feature_stats"]
-        self._median = np.asarray(stats["median"], dtype=np.float64)
-        self._scale = np.asarray(stats["scale"], dtype=np.float64)
-        evidence = manifest.get("evidence") or {}
-        self.recent = int(evidence.get("recent_readings", 0))
-        self.profile_limit = float(evidence.get("profile_limit", np.inf))
+        self.feature_order: list[str] = list(manifest.feature_order)
+        self.band = manifest.dtw.band
+        self.normalise_dtw = manifest.dtw.normalise
+        self.measure = manifest.dtw.measure
+        self._median = np.asarray(manifest.feature_stats.median, dtype=np.float64)
+        self._scale = np.asarray(manifest.feature_stats.scale, dtype=np.float64)
+        evidence = manifest.evidence
+        self.recent = evidence.recent_readings
+        self.profile_limit = (np.inf if evidence.profile_limit is None
+                              else evidence.profile_limit)
         self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
     def trailing_windows(self, rows: np.ndarray) -> dict[int, np.ndarray]:

@@ -74,7 +74,7 @@ class StreamScorer:
 
     def _history(self, reading: Reading, state: dict | None, bundle) -> MeterHistory:
         config = {"max_window": bundle.max_window, "interval_s": reading.interval_s,
-                  "warmup": bundle.manifest["warmup_readings"], **self.rules}
+                  "warmup": bundle.manifest.warmup_readings, **self.rules}
         if state is None:
             return MeterHistory(**config, normaliser=bundle.normaliser_for(reading.meter_id))
         config["interval_s"] = state["iv"]

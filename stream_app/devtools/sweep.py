@@ -57,7 +57,7 @@ def epsilon_sweep(series: list[MeterSeries], out: Path, profile: Profile, option
     keep: dict = {}
     bundle = train_bundle(series, out / "bundle", profile, options, keep)
     detector = Detector(bundle)
-    median = np.asarray(bundle.manifest["feature_stats"]["median"])
+    median = np.asarray(bundle.manifest.feature_stats.median)
     limits = bundle.limits
 
     def z_of(rows: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_app.core.errors import InputError
+from stream_app.core.manifest import Manifest
 from stream_app.core.thresholds import LIMIT_BOUNDS
 
 VERDICTS = ("true", "false", "ignore")
@@ -102,15 +103,14 @@ def recalibrate_limits(limits: Mapping[str, float], alerts: Mapping[str, dict],
     return new, report
 
 
-def apply_to_bundle(bundle_dir: Path, new_limits: dict, report: dict, who: str) -> dict:
+def apply_to_bundle(bundle_dir: Path, new_limits: dict, report: dict, who: str) -> Manifest:
     """Write the new limits into the bundle's manifest with an audit entry; re-hash; verify."""
-    from stream_app.core.model_bundle import MANIFEST, Bundle, write_manifest
+    from stream_app.core.model_bundle import Bundle, write_manifest
 
-    manifest = json.loads((bundle_dir / MANIFEST).read_text())
-    manifest["decision"]["limits"] = new_limits
-    manifest["audit"].append({"at": datetime.now(UTC).isoformat(timespec="seconds"),
-                              "by": who, "action": "recalibrate_limits", **report})
-    write_manifest(bundle_dir, manifest)
+    manifest = Bundle.load(bundle_dir).manifest  # verified: a tampered bundle is not re-hashed
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
+             "by": who, "action": "recalibrate_limits", **report}
+    write_manifest(bundle_dir, manifest.with_limits(new_limits, entry))
     return Bundle.load(bundle_dir).manifest
 
 
@@ -187,7 +187,7 @@ def run_recalibrate(args) -> int:
             verdicts.append(decode_feedback(raw))
         except InputError as exc:
             print(f"skipped a feedback event: {exc}")
-    old = dict(bundle.manifest["decision"]["limits"])
+    old = dict(bundle.manifest.decision.limits)
     new, report = recalibrate_limits(old, opened, verdicts)
     for category, entry in report["categories"].items():
         print(f"{category:<13} true {entry['true']:>3}  false {entry['false']:>3}  "

@@ -68,11 +68,11 @@ def test_feedback_round_trip_and_bad_events():
 def test_recalibration_is_audited_in_the_bundle(tiny_bundle, tmp_path):
     path = tmp_path / "b"
     shutil.copytree(tiny_bundle.path, path)
-    old = dict(tiny_bundle.manifest["decision"]["limits"])
+    old = dict(tiny_bundle.manifest.decision.limits)
     new = {**old, "industrial": 4.2}
     manifest = apply_to_bundle(path, new, {"categories": {"industrial": {"old": 3.0}}}, "ops")
-    assert manifest["decision"]["limits"]["industrial"] == 4.2
-    assert manifest["audit"][-1]["action"] == "recalibrate_limits"
+    assert manifest.decision.limits["industrial"] == 4.2
+    assert manifest.audit[-1]["action"] == "recalibrate_limits"
     assert Bundle.load(path).limits.limit("industrial") == 4.2  # re-hashed: still verifies
     assert json.loads((path / "manifest.json").read_text())["audit"][-1]["by"] == "ops"
 
@@ -106,7 +106,7 @@ def test_recalibrate_reads_alerts_and_feedback_from_kafka(kafka_broker, unique_n
     assert "industrial" in out and "3.0 -> 4.2" in out
     bundle = Bundle.load(path)
     assert bundle.limits.limit("industrial") == pytest.approx(4.2)
-    assert bundle.manifest["audit"][-1]["by"] == "shift-lead"
+    assert bundle.manifest.audit[-1]["by"] == "shift-lead"
 
 
 @pytest.mark.kafka

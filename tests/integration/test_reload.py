@@ -4,17 +4,16 @@ import json
 import shutil
 import time
 import urllib.request
+from dataclasses import replace
 
 import pytest
 
-from stream_app.core.model_bundle import MANIFEST, write_manifest
+from stream_app.core.model_bundle import read_manifest, write_manifest
 from stream_app.stream.reload import BundleWatcher
 
 
 def bump_version(path, version):
-    manifest = json.loads((path / MANIFEST).read_text())
-    manifest["version"] = version
-    write_manifest(path, manifest)
+    write_manifest(path, replace(read_manifest(path), version=version))
 
 
 @pytest.fixture

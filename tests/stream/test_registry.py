@@ -1,12 +1,12 @@
 """Model registry: company > profile > default, new versions picked up, bad ones refused."""
 
-import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
 from stream_app.core.errors import BundleError
-from stream_app.core.model_bundle import MANIFEST, write_manifest
+from stream_app.core.model_bundle import read_manifest, write_manifest
 from stream_app.core.records import Reading
 from stream_app.core.stream_scoring import StreamScorer
 from stream_app.stream.registry import Registry, latest_bundle
@@ -14,9 +14,7 @@ from stream_app.stream.registry import Registry, latest_bundle
 
 def place(tiny_bundle, path, name, version):
     shutil.copytree(tiny_bundle.path, path)
-    manifest = json.loads((path / MANIFEST).read_text())
-    manifest["name"], manifest["version"] = name, version
-    write_manifest(path, manifest)
+    write_manifest(path, replace(read_manifest(path), name=name, version=version))
 
 
 @pytest.fixture
