@@ -28,7 +28,6 @@ from stream_app.stream.feedback import decode_feedback
 from stream_app.stream.patches import current_event
 from stream_app.stream.rekey import SOURCE, Group, Item, internal_partition
 from stream_app.stream.rekey import items as items_of
-from stream_app.stream.silence import silence_alert
 
 log = logging.getLogger("meterwatch.worker")
 
@@ -117,8 +116,10 @@ async def apply(ctx: WorkerContext, items: list[Item], batch: list[Reading]) -> 
 
 
 async def observe_arrivals(ctx: WorkerContext, items: list[Item], batch: list[Reading]) -> None:
-    """Arrival times and partitions for silent meters; never stops scoring."""
-    try:
+    """Arrival times and partitions for silent meters; never stops scoring (a failure is
+    counted as the `silence_bookkeeping` task's, guard.py)."""
+
+    async def observe():
         now = time.time()
         for item, r in zip(items, batch, strict=True):
             ctx.meter_partition[r.meter_id] = (item.event.message.topic,
@@ -126,14 +127,9 @@ async def observe_arrivals(ctx: WorkerContext, items: list[Item], batch: list[Re
             back = ctx.silence.seen(r.meter_id, now, r.interval_s, ts_ms=r.ts,
                                     category=r.category, site=r.site, company=r.company)
             if back is not None:
-                await send_silence(ctx, r.meter_id, back)
-    except Exception:
-        log.exception("silence / live page bookkeeping failed for a batch")
+                await ctx.send_silence(r.meter_id, back)
 
-
-async def send_silence(ctx: WorkerContext, meter: str, event) -> None:
-    await ctx.send_alert(silence_alert(meter, event, bundle_version=ctx.scorer.bundle.version,
-                                       produced_ms=int(time.time() * 1000)))
+    await ctx.bookkeeping.run(observe)
 
 
 async def record_feedback(ctx: WorkerContext, stream) -> None:

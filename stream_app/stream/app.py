@@ -69,7 +69,8 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                registry=None) -> faust.App:
     """`input_topics`: the inputs that exist at start; new pattern matches join while running
     (Faust's own `pattern=` subscription does not work, so the worker polls the topic list).
-    The worker context is `app.meterwatch`, the agents by name `app.meterwatch_agents`."""
+    The worker context is `app.meterwatch`; its agents and timers by name are
+    `app.meterwatch_agents` and `app.meterwatch_timers`."""
     app = make_app(kafka, worker)
 
     def raw_topic(*names: str, **kwargs):
@@ -89,6 +90,6 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                         metrics=metrics or WorkerMetrics(), registry=registry)
     app.meterwatch = ctx
     app.meterwatch_agents = agents.register(app, ctx, raw_topic(worker.feedback_topic))
-    timers.register(app, ctx)
+    app.meterwatch_timers = timers.register(app, ctx)
     pages.register(app, ctx)
     return app

@@ -9,6 +9,7 @@ functions over this object; a test builds one with in-memory channels as outputs
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,11 @@ from stream_app.core.alerts import Alert
 from stream_app.core.records import Rejected
 from stream_app.core.stream_scoring import StreamScorer
 from stream_app.stream.dead_letters import dead_letter_bytes
+from stream_app.stream.guard import TaskGuard
 from stream_app.stream.metrics import WorkerMetrics
 from stream_app.stream.reload import BundleWatcher
 from stream_app.stream.settings import KafkaSettings, WorkerSettings
-from stream_app.stream.silence import SilenceTracker
+from stream_app.stream.silence import SilenceEvent, SilenceTracker, silence_alert
 
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
 
@@ -52,9 +54,12 @@ class WorkerContext:
     meter_partition: dict[str, tuple[str, int]] = field(default_factory=dict)
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     silence: SilenceTracker = field(init=False)
+    # background work done alongside the agents (not a timer): its failures, counted
+    bookkeeping: TaskGuard = field(init=False)
 
     def __post_init__(self) -> None:
         self.silence = SilenceTracker(self.worker.silence_factor)
+        self.bookkeeping = TaskGuard("silence_bookkeeping", self.metrics.task_failures)
         if self.watcher is None:
             self.watcher = BundleWatcher(self.worker.model_dir, self.worker.onnx_providers)
 
@@ -72,3 +77,8 @@ class WorkerContext:
         await self.outputs.alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
         self.metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
         self.recent_alerts.appendleft(alert.to_dict())
+
+    async def send_silence(self, meter: str, event: SilenceEvent) -> None:
+        """The alert of a meter that went silent or reports again (silence.py)."""
+        await self.send_alert(silence_alert(meter, event, bundle_version=self.scorer.bundle.version,
+                                            produced_ms=int(time.time() * 1000)))

@@ -45,6 +45,9 @@ class WorkerMetrics:
         self.bundle_reloads = Counter("meterwatch_bundle_reloads",
                                       "Times a new verified bundle was switched to", registry=r)
         self.meters = Gauge("meterwatch_meters", "Meters with state on this worker", registry=r)
+        self.task_failures = Counter("meterwatch_task_failures",
+                                     "Runs of a timer or background task that failed (retried at "
+                                     "its next tick)", ["task"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

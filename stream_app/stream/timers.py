@@ -1,4 +1,7 @@
-"""The worker's timers: silent meters, new input topics, bundle reload, consumer lag.
+"""The worker's timers: silent meters, new input topics, bundle reload, lag — none can stop it.
+
+Every timer runs inside a `TaskGuard` (guard.py): a failed run is counted, logged in one line
+and retried at the next tick.
 
 Each timer is a module-level function over a `WorkerContext` and what it reads of Faust (the
 consumer's assignment, high-water marks), so tests call it with plain values.
@@ -6,12 +9,14 @@ consumer's assignment, high-water marks), so tests call it with plain values.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
-from stream_app.stream.agents import send_silence
 from stream_app.stream.context import WorkerContext
+from stream_app.stream.guard import TaskGuard
 from stream_app.stream.patches import subscribe_new_topics
 from stream_app.stream.settings import KafkaSettings, WorkerSettings
 
@@ -21,7 +26,7 @@ SILENCE_CHECK_S = 1.0  # how often silent meters are looked for
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 LAG_S = 5.0  # how often consumer lag and the meters gauge are refreshed
-LIST_TOPICS_TIMEOUT_S = 10.0  # one metadata request
+LIST_TOPICS_TIMEOUT_S = 10.0  # one metadata request; the next tick retries
 
 
 # --- the timers ------------------------------------------------------------------------------
@@ -36,7 +41,7 @@ async def check_silence(ctx: WorkerContext, assigned: set[tuple[str, int]], now:
     for meter in lost:
         ctx.meter_partition.pop(meter, None)
     for meter, event in ctx.silence.check(now):
-        await send_silence(ctx, meter, event)
+        await ctx.send_silence(meter, event)
 
 
 def matching_topics(kafka: KafkaSettings, worker: WorkerSettings, admin=None) -> list[str]:
@@ -86,18 +91,39 @@ def report_lag(ctx: WorkerContext, assignment: Iterable, highwater: Callable) ->
 
 # --- binding them to an app ------------------------------------------------------------------
 
-def register(app, ctx: WorkerContext) -> None:
-    """Start the timers with `app`."""
-    admin = []  # one AdminClient for topic discovery, made on first use
+@dataclass
+class Timer:
+    """One registered timer: Faust calls `run_once` every `interval_s` (so can a test)."""
+
+    name: str
+    interval_s: float
+    tick: Callable[[], Awaitable[None]]
+    guard: TaskGuard
+
+    async def run_once(self) -> bool:
+        """One guarded tick; True when it succeeded."""
+        return await self.guard.run(self.tick)
+
+
+def register(app, ctx: WorkerContext) -> dict[str, Timer]:
+    """Start the timers with `app`; returns them by name."""
+    timers: dict[str, Timer] = {}
+    admin: list = []  # one AdminClient for topic discovery, made on first use
 
     def every(interval_s: float, name: str, tick: Callable[[], Awaitable[None]]) -> None:
-        app.timer(interval=interval_s, name=f"meterwatch.{name}")(tick)
+        timer = timers[name] = Timer(name, interval_s, tick,
+                                     TaskGuard(name, ctx.metrics.task_failures, interval_s))
+
+        async def run():
+            await timer.run_once()
+
+        app.timer(interval=interval_s, name=f"meterwatch.{name}")(run)
 
     def assigned() -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
 
     def run_blocking(fun):
-        return app.loop.run_in_executor(None, fun)
+        return asyncio.get_running_loop().run_in_executor(None, fun)
 
     def list_inputs() -> list[str]:
         if not admin:
@@ -131,3 +157,4 @@ def register(app, ctx: WorkerContext) -> None:
     every(TOPIC_REFRESH_S, "discover_topics", discover_tick)
     every(RELOAD_S, "reload_bundle", reload_tick)
     every(LAG_S, "report_lag", lag_tick)
+    return timers
