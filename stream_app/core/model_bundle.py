@@ -16,6 +16,7 @@ import stat
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open_plain(path: Path):
+def _open_plain(path: Path) -> BinaryIO:
     """A bundle file for reading, never through a symbolic link (O_NOFOLLOW: no race between
     a check and the open)."""
     return os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
@@ -72,7 +73,8 @@ def read_manifest_bytes(path: Path) -> bytes:
                           f"{MAX_BYTES} a manifest may have")
     try:
         with _open_plain(file) as fh:
-            return fh.read(MAX_BYTES + 1)  # grown since the stat: Manifest.from_json refuses
+            data: bytes = fh.read(MAX_BYTES + 1)  # grown since the stat: from_json refuses
+            return data
     except OSError as exc:
         raise BundleError(f"bundle {path}: {MANIFEST} cannot be read: {exc.strerror}") from None
 

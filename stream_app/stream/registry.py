@@ -85,7 +85,7 @@ class Registry:
     def refresh(self) -> list[str]:
         """Load new or changed bundles; the names that switched. A folder that cannot be read
         is logged once and skipped: the others are still refreshed."""
-        switched = []
+        switched: list[str] = []
         try:
             folders = sorted(p for p in self.root.iterdir() if p.is_dir())
         except OSError as exc:
