@@ -49,8 +49,14 @@ def make_app(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
         topic_partitions=worker.partitions,
         processing_guarantee=worker.processing_guarantee,
         web_port=worker.web_port,
-        web_host="0.0.0.0",
+        web_bind=worker.web_host,
+        web_host=worker.web_host,
         web_in_thread=False,
+        # Faust's own pages list topic and table names: off (pages.py serves ours)
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_application_options={"middlewares": [pages.security_middleware(
+            worker.web_token.reveal() if worker.web_token is not None else None)]},
         broker_session_timeout=worker.session_timeout_s,
         broker_heartbeat_interval=worker.session_timeout_s / 6,
         broker_rebalance_timeout=max(worker.session_timeout_s, 10.0),

@@ -39,6 +39,9 @@ PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 STORE_SCHEMES = ("memory://", "rocksdb://")
 _REGISTERED: set[str] = set()  # MW_ variables owned by the embedding program (register_variables)
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_WEB_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # a name, IPv4 or IPv6 (no brackets)
+MIN_WEB_TOKEN = 16  # a guessable token protects nothing
+_WEB_TOKEN = re.compile(rf"[!-~]{{{MIN_WEB_TOKEN},512}}")
 
 
 class Secret:
@@ -328,6 +331,10 @@ class WorkerSettings:
     # A dead worker's partitions move after this long; heartbeats go every sixth of it.
     session_timeout_s: float = field(default=10.0, metadata=_env("MW_SESSION_TIMEOUT_S", _as_float))
     web_port: int = field(default=6066, metadata=_env("MW_WEB_PORT", _as_int))
+    # Loopback unless asked: a container sets 0.0.0.0 inside its own network (docker-compose.yml).
+    web_host: str = field(default="127.0.0.1", metadata=_env("MW_WEB_HOST"))
+    # When set, every page but /health needs it as a bearer token (stream_app/stream/pages.py).
+    web_token: Secret | None = field(default=None, metadata=_env("MW_WEB_TOKEN", Secret))
     processing_guarantee: str = field(
         default="at_least_once", metadata=_env("MW_PROCESSING_GUARANTEE", str.lower)
     )
@@ -348,6 +355,8 @@ class WorkerSettings:
         return cls(**_read_env(cls, environ))
 
     def __post_init__(self) -> None:
+        if isinstance(self.web_token, str):  # a plain string given in code
+            object.__setattr__(self, "web_token", Secret(self.web_token))
         try:
             re.compile(self.input_pattern)
         except re.error as exc:
@@ -374,6 +383,11 @@ class WorkerSettings:
             raise ConfigError(f"MW_BATCH_MAX_WAIT_S={self.batch_max_wait_s} must be > 0")
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"MW_WEB_PORT={self.web_port} is not a TCP port")
+        if not _WEB_HOST.fullmatch(self.web_host):
+            raise ConfigError(f"MW_WEB_HOST={self.web_host!r} is not a host name or IP address")
+        if self.web_token is not None and not _WEB_TOKEN.fullmatch(self.web_token.reveal()):
+            raise ConfigError(f"MW_WEB_TOKEN must be {MIN_WEB_TOKEN} to 512 printable ASCII "
+                              "characters without spaces (e.g. `openssl rand -hex 32`)")
         if not self.store.startswith(STORE_SCHEMES):
             raise ConfigError(f"MW_STORE={self.store!r}; starts with one of {STORE_SCHEMES}")
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
