@@ -8,9 +8,15 @@
 The parts live by role: agents.py (the three agents), timers.py (silence, topic discovery,
 bundle reload, lag), pages.py (web port), patches.py (what is patched in Faust), all over one
 `WorkerContext` (context.py). `create_app` wires them; worker.py runs the start-up checks first.
+
+Faust's own command line works too: `faust -A stream_app.stream.app worker -l info` reads the
+module's `app`, built from the environment (KAFKA_*, MW_*) on first use with the same start-up
+checks as `meterwatch worker`; a failed check ends it with one line and exit code 2.
 """
 
 from __future__ import annotations
+
+import sys
 
 import faust
 
@@ -99,3 +105,20 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
     app.meterwatch_timers = timers.register(app, ctx)
     pages.register(app, ctx)
     return app
+
+
+def __getattr__(name: str):
+    """The module-level `app` that `faust -A stream_app.stream.app ...` looks up: built once, on
+    first use (importing this module loads no bundle and touches no broker)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from stream_app.core.errors import MeterwatchError
+    from stream_app.stream.worker import build
+
+    try:
+        built = build(KafkaSettings.from_env(), WorkerSettings.from_env())
+    except MeterwatchError as exc:
+        print(f"meterwatch worker: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    globals()["app"] = built
+    return built

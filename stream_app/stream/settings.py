@@ -328,6 +328,8 @@ class WorkerSettings:
     store: str = field(default="memory://", metadata=_env("MW_STORE"))
     # Faust's data directory (tables of a rocksdb:// store); the app uses <data_dir>/<app_id>.
     data_dir: Path = field(default_factory=default_data_dir, metadata=_env("MW_DATA_DIR", Path))
+    # How long the worker waits at start for a broker to answer before it exits (code 2).
+    broker_wait_s: float = field(default=30.0, metadata=_env("MW_BROKER_WAIT_S", _as_float))
     # A dead worker's partitions move after this long; heartbeats go every sixth of it.
     session_timeout_s: float = field(default=10.0, metadata=_env("MW_SESSION_TIMEOUT_S", _as_float))
     web_port: int = field(default=6066, metadata=_env("MW_WEB_PORT", _as_int))
@@ -349,6 +351,10 @@ class WorkerSettings:
     max_message_bytes: int = field(default=1 << 20, metadata=_env("MW_MAX_MESSAGE_BYTES", _as_int))
     # A meter is silent after this many of its intervals without a reading (wall clock).
     silence_factor: float = field(default=4.0, metadata=_env("MW_SILENCE_FACTOR", _as_float))
+    # `meterwatch recalibrate` moves a limit only on verdicts of this many distinct judges ...
+    feedback_min_judges: int = field(default=2, metadata=_env("MW_FEEDBACK_MIN_JUDGES", _as_int))
+    # ... and by at most this factor either way per run (reasons: stream_app/stream/feedback.py).
+    feedback_max_step: float = field(default=1.25, metadata=_env("MW_FEEDBACK_MAX_STEP", _as_float))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkerSettings:
@@ -373,12 +379,17 @@ class WorkerSettings:
             "batch_size": 1,
             "max_message_bytes": 1024,
             "silence_factor": 1,
+            "feedback_min_judges": 1,
         }
         for attr, low in minimums.items():
             if getattr(self, attr) < low:
                 raise ConfigError(f"MW_{attr.upper()}={getattr(self, attr)} must be >= {low}")
         if not 1.0 <= self.session_timeout_s <= 300.0:
             raise ConfigError(f"MW_SESSION_TIMEOUT_S={self.session_timeout_s}: 1 to 300 seconds")
+        if not 0 < self.broker_wait_s <= 3600:
+            raise ConfigError(f"MW_BROKER_WAIT_S={self.broker_wait_s}: more than 0, at most 3600")
+        if not 1.0 < self.feedback_max_step <= 6.0:  # 6: the whole of LIMIT_BOUNDS in one run
+            raise ConfigError(f"MW_FEEDBACK_MAX_STEP={self.feedback_max_step}: more than 1, at most 6")
         if not self.batch_max_wait_s > 0:
             raise ConfigError(f"MW_BATCH_MAX_WAIT_S={self.batch_max_wait_s} must be > 0")
         if not 0 < self.web_port < 65536:

@@ -166,6 +166,8 @@ def test_worker_defaults():
     assert worker.model_dir == default_bundle()  # the shipped bundle, found in the package
     assert worker.onnx_providers is None  # auto
     assert worker.max_message_bytes == 1024 * 1024
+    assert worker.broker_wait_s == 30.0
+    assert (worker.web_host, worker.web_token) == ("127.0.0.1", None)
 
 
 def test_worker_parses_environment():
@@ -200,6 +202,7 @@ def test_worker_parses_environment():
         ({"MW_BATCH_SIZE": "-1"}, "MW_BATCH_SIZE"),
         ({"MW_BATCH_MAX_WAIT_S": "0"}, "MW_BATCH_MAX_WAIT_S"),
         ({"MW_STORE": "redis://"}, "MW_STORE"),
+        ({"MW_BROKER_WAIT_S": "0"}, "MW_BROKER_WAIT_S"),
         ({"MW_WEB_PORT": "70000"}, "MW_WEB_PORT"),
         ({"MW_PROCESSING_GUARANTEE": "at_most_once"}, "MW_PROCESSING_GUARANTEE"),
         ({"MW_INPUT_PATTERN": "meter\\.(+"}, "MW_INPUT_PATTERN"),
