@@ -16,6 +16,9 @@ object never shows them; only `confluent_config()` / `faust_kwargs()` reveal the
 
 Broker kinds: the Tansu workarounds (see `faust_kwargs`) are applied only when `MW_BROKER_KIND`
 says "tansu" — a production Kafka never gets them by accident.
+
+Longer than most modules (~430 lines) on purpose: every variable the runtime reads, its
+default, parsing and validation stay in this one file, so the table cannot drift.
 """
 
 from __future__ import annotations
