@@ -62,6 +62,18 @@ class WorkerContext:
         self.bookkeeping = TaskGuard("silence_bookkeeping", self.metrics.task_failures)
         if self.watcher is None:
             self.watcher = BundleWatcher(self.worker.model_dir, self.worker.onnx_providers)
+        self.report_bundles()
+
+    def report_bundles(self) -> None:
+        """meterwatch_bundle_info: the bundles serving now (after a start or a reload)."""
+        if self.registry is not None:
+            serving = {name: d.bundle.manifest.version
+                       for name, d in self.registry.detectors.items()}
+        else:
+            serving = {self.scorer.bundle.manifest.name: self.scorer.bundle.manifest.version}
+        self.metrics.bundle_info.clear()
+        for name, version in serving.items():
+            self.metrics.bundle_info.labels(name, version).set(1)
 
     async def dead_letter(self, raw: bytes | None, reason: Rejected | str, message,
                           detail: str = "") -> None:

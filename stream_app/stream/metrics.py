@@ -45,6 +45,9 @@ class WorkerMetrics:
         self.bundle_reloads = Counter("meterwatch_bundle_reloads",
                                       "Times a new verified bundle was switched to", registry=r)
         self.meters = Gauge("meterwatch_meters", "Meters with state on this worker", registry=r)
+        self.bundle_info = Gauge("meterwatch_bundle_info",
+                                 "1 for each model bundle serving (registry name or the bundle's "
+                                 "own, and its version)", ["name", "version"], registry=r)
         self.task_failures = Counter("meterwatch_task_failures",
                                      "Runs of a timer or background task that failed (retried at "
                                      "its next tick)", ["task"], registry=r)

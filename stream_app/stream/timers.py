@@ -67,12 +67,15 @@ async def reload_bundle(ctx: WorkerContext, run_blocking) -> None:
     `run_blocking(f)` runs f off the event loop (verifying a bundle takes a while)."""
     if ctx.registry is not None:
         switched = await run_blocking(ctx.registry.refresh)
-        ctx.metrics.bundle_reloads.inc(len(switched))
+        if switched:
+            ctx.metrics.bundle_reloads.inc(len(switched))
+            ctx.report_bundles()
         return
     fresh = await run_blocking(ctx.watcher.poll)
     if fresh is not None:
         ctx.scorer.switch(fresh)
         ctx.metrics.bundle_reloads.inc()
+        ctx.report_bundles()
 
 
 def report_lag(ctx: WorkerContext, assignment: Iterable, highwater: Callable) -> None:

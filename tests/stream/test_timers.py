@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -98,3 +99,28 @@ def test_every_timer_is_guarded(app_without_broker):
         "check_silence", "discover_topics", "reload_bundle", "report_lag"}
     for timer in app_without_broker.meterwatch_timers.values():
         assert timer.guard.name == timer.name and timer.guard.interval_s == timer.interval_s
+
+
+def test_a_reload_switches_the_bundle_and_its_info_metric(tmp_path):
+    """reload_bundle's tick, for real: a new version written into the bundle folder is verified,
+    switched to, counted, and meterwatch_bundle_info names it instead of the old one."""
+    from dataclasses import replace
+
+    from stream_app.core.model_bundle import read_manifest, write_manifest
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    old = read_manifest(bundle)
+    app = create_app(KafkaSettings(), WorkerSettings(data_dir=tmp_path, model_dir=bundle),
+                     Detector(Bundle.load(bundle)), ["meter.a"])
+    ctx = app.meterwatch
+    info = f'meterwatch_bundle_info{{name="{old.name}",version="{old.version}"}} 1.0'
+    assert info in ctx.metrics.render().decode()
+    write_manifest(bundle, replace(old, version=f"{old.version}-retrained"))
+
+    assert asyncio.run(app.meterwatch_timers["reload_bundle"].run_once())
+    text = ctx.metrics.render().decode()
+    assert ctx.scorer.bundle.version == f"{old.name}@{old.version}-retrained"
+    assert f'version="{old.version}-retrained"' in text and info not in text
+    assert "meterwatch_bundle_reloads_total 1.0" in text
+    assert failures(ctx.metrics, "reload_bundle") == 0
