@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import orjson
@@ -48,6 +49,14 @@ class Worker:
     def agent(self, name: str):
         return self.app.meterwatch_agents[name].test_context()
 
+    async def until(self, done, timeout_s: float = 120.0) -> None:
+        """Wait until `done()` holds: the agents have processed what was put (a put returns
+        once its event is taken, not processed)."""
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, "the agent did not finish in time"
+            await asyncio.sleep(0.05)
+
     async def drain(self, name: str, idle_s: float = 0.5) -> list:
         """Every event on an output until none came for idle_s."""
         got = []
@@ -77,6 +86,7 @@ def test_ingest_rekeys_valid_readings_and_dead_letters_the_rest(bundle, tmp_path
             for key, value in sent:
                 await agent.put(value, key=key)
             await agent.put(b"{not json", key=b"m-1")
+            await w.until(lambda: w.metric("meterwatch_readings_invalid_total") == 1)
             return w, await w.drain("readings"), await w.drain("dlq")
 
     w, internal, letters = asyncio.run(run())
@@ -112,7 +122,7 @@ def test_score_keeps_state_and_recognises_a_redelivered_reading(bundle, tmp_path
             await agent.put(value, headers=headers)
             again, headers_again = internal_message(readings_of("m-1", 1, start=4), 4)
             await agent.put(again, headers=headers_again)  # the last reading, read again
-            await asyncio.sleep(0.5)
+            await w.until(lambda: w.metric("meterwatch_readings_outcome_total") == 6)
             return w
 
     w = asyncio.run(run())
@@ -135,7 +145,8 @@ def test_score_sends_the_alerts_offline_score_gives(bundle, sim_series, tmp_path
             for start in range(0, len(readings), 200):
                 value, headers = internal_message(readings[start:start + 200], start)
                 await agent.put(value, headers=headers)
-            return w, await w.drain("alerts", idle_s=2.0)
+            await w.until(lambda: w.metric("meterwatch_readings_outcome_total") == len(readings))
+            return w, await w.drain("alerts")
 
     w, alerts = asyncio.run(run())
     got = [json.loads(e.value) for e in alerts]
@@ -153,6 +164,7 @@ def test_a_line_that_is_not_a_reading_goes_to_the_dead_letters(bundle, tmp_path)
             lines = value.split(b"\n")
             lines[1] = b"{not a reading"  # only a bug could write this: still not lost
             await agent.put(b"\n".join(lines), headers=headers)
+            await w.until(lambda: w.metric("meterwatch_readings_outcome_total") == 2)
             return w, await w.drain("dlq")
 
     w, letters = asyncio.run(run())
@@ -170,6 +182,7 @@ def test_feedback_is_counted_and_a_bad_verdict_dead_lettered(bundle, tmp_path):
             key, value = encode_feedback("a-1", "false", "alice")
             await agent.put(value, key=key)
             await agent.put(b'{"alert_id": "a-2", "verdict": "maybe"}', key=b"a-2")
+            await w.until(lambda: w.metric("meterwatch_feedback_total") == 2)
             return w, await w.drain("dlq")
 
     w, letters = asyncio.run(run())
