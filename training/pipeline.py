@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
+from stream_app.core.accuracy import precision_recall_f1
 from stream_app.core.errors import InputError
 from stream_app.core.evidence import MeterProfile, budget_quantile, profile_span
 from stream_app.core.inference import Reconstructor
@@ -142,14 +143,14 @@ def _limit_rows(rows: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndar
     return rows[np.sort(rng.choice(len(rows), cap, replace=False))]
 
 
-def _best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float, float]:
+def best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float, float]:
     """The z limit in [1.5, 6] that maximises F1 of normal vs adversarial rows."""
     best = (3.0, -1.0)
     for limit in np.arange(1.5, 6.01, 0.05):
         tp = float((z_anomal > limit).sum())
         fp = float((z_normal > limit).sum())
         fn = len(z_anomal) - tp
-        f1 = 2 * tp / max(2 * tp + fp + fn, 1.0)
+        f1 = precision_recall_f1(tp, fp, fn)[2] or 0.0
         if f1 > best[1]:
             best = (float(limit), f1)
     return best
@@ -271,7 +272,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
                               {c: (v["mean"], v["std"]) for c, v in category_stats.items()})
     z_val = decision.zscores(val_scores, val_category)
     z_adv = decision.zscores(forest.score(adv_feats), val_category[adv_index])
-    best_base, f1_adv = _best_base_limit(z_val, z_adv)
+    best_base, f1_adv = best_base_limit(z_val, z_adv)
     adversarial = aug.enabled if options.adversarial is None else options.adversarial
     if profile.explicit_limits is not None:
         limits, calibration = dict(profile.limits), "profile"
