@@ -166,7 +166,9 @@ def test_faust_command_line_runs_the_worker(run, sim_series):
              "the readings through the faust-started worker")
     assert metric(port, "meterwatch_readings_in_total") == len(messages) + 1
     assert metric(port, "meterwatch_readings_invalid_total") == 1
-    assert not list(run.tmp.glob("*-data"))  # its data directory is MW_DATA_DIR
+    # Faust's data directory is MW_DATA_DIR/<app id>, not <app id>-data in the working directory
+    assert (Path(run.env["MW_DATA_DIR"]) / run.app_id).is_dir()
+    assert not (run.tmp / f"{run.app_id}-data").exists()
 
 
 def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_goes_on(run, sim_series):
