@@ -3,6 +3,8 @@
 Exit codes: 0 done; 2 a user error (bad input, setting or bundle: one line on stderr); 130
 interrupted (Ctrl-C); 141 standard output closed early (`meterwatch alerts --json | head -1`:
 silent, as a shell reports a command killed by SIGPIPE).
+
+Over 300 lines: the one table of subcommands and their arguments; the work is in the wings.
 """
 
 from __future__ import annotations

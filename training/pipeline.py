@@ -15,6 +15,8 @@
    augmentation, the one that best separates normal from MI-FGSM adversarial rows (the
    scarce anomaly class);
 7. manifest.json with the SHA-256 of every file; the bundle is loaded back and verified.
+
+Over 300 lines: training reads top to bottom in the order above, on purpose.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ ignored, so producers can add fields without breaking running workers. Inside me
 reading's time is integer epoch **milliseconds**, UTC (`Reading.ts`; `Reading.ts_s` for seconds).
 
 Reason codes are short and stable (they label metrics and dead letters); the detail is for people.
+
+Over 300 lines: the whole event contract (every field, every refusal) reads best in one place.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Child processes get their own session (so Ctrl-C reaches us, and we stop them in
 stopped by PID (SIGTERM, then SIGKILL after a timeout) and are also stopped at interpreter exit.
 On Linux they additionally receive SIGTERM if the starting thread dies (PR_SET_PDEATHSIG), so a
 killed test run leaves no JVM behind; start brokers from a long-lived thread.
+
+Over 300 lines: three kinds of broker behind one interface, with their start and stop rules.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ neither hits nor misses). Definitions, also written into report.json:
   definition (no interpolation); its no-skill baseline is the share of anomalous readings.
 - point-adjusted F1: every reading of a detected window counts as detected. A single flag then
   earns a whole window, so it is inflated; it is printed for comparison with papers only.
+
+Over 300 lines: the metrics and the command that prints them stay side by side.
 """
 
 from __future__ import annotations

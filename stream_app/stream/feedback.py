@@ -34,6 +34,8 @@ category) and moves each category's z limit:
 Each run that changes a limit appends an audit entry to the bundle's manifest (who ran it, when,
 the rules, per category the counts, judges, old, target and new limits, and every verdict with
 its author) and re-hashes it, so the change is visible and verifiable.
+
+Over 300 lines: verdict decoding, the trust rules and the audit are one contract.
 """
 
 from __future__ import annotations
