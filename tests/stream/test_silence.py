@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_records import schema_errors
+from reference.json_schema import schema_errors
 
 from stream_app.core.alerts import Alert, alert_id
 from stream_app.core.errors import ConfigError
