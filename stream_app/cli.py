@@ -132,12 +132,16 @@ def cmd_score(args) -> int:
     limits = detector.bundle.limits
     need = detector.bundle.max_window + 1
     for s in series:
+        _check_interval(s, detector.bundle)
         if len(s.values) < need:
             raise InputError(f"meter {s.meter_id}: {len(s.values)} readings are too short for "
                              f"window {need - 1} (need at least {need})")
     written = []  # (file line, row): one per input row
     for s in series:
-        written += _output_rows(s, score_series(detector, s), limits.limit(s.category))
+        rows = _output_rows(s, score_series(detector, s), limits.limit(s.category))
+        print(f"meter {s.meter_id}: {len(rows)} rows, {sum(1 for _, r in rows if r[4])} scored, "
+              f"{sum(r[7] for _, r in rows)} flagged, {len(s.repairs)} repairs", file=sys.stderr)
+        written += rows
     written.sort(key=lambda item: item[0])  # input order
     rows = [row for _, row in written]
     write_rows_csv(args.output, header, rows)
@@ -146,6 +150,19 @@ def cmd_score(args) -> int:
     print(f"scored {scored} of {len(rows)} readings of {len(series)} meter(s) with "
           f"{detector.bundle.version}: {flagged} flagged; wrote {args.output}")
     return 0
+
+
+def _check_interval(s, bundle) -> None:
+    """Readings of another interval than the bundle's would be windows of another length of
+    time: refused, with the way out."""
+    trained = bundle.manifest.interval_s
+    if s.interval_s == trained:
+        return
+    every = f"{trained // 60}min" if trained % 60 == 0 else str(trained)
+    hint = (f"resample with --interval {every}" if trained % s.interval_s == 0
+            else f"train a bundle on {s.interval_s} s readings")
+    raise InputError(f"meter {s.meter_id}: readings every {s.interval_s} s, but bundle "
+                     f"{bundle.version} was trained on readings every {trained} s ({hint})")
 
 
 def _output_rows(s, result, limit) -> list[tuple[int, list]]:
