@@ -38,7 +38,12 @@ MAX_VALUE_KWH = 1e7
 DEFAULT_INTERVAL_S = 900
 MAX_INTERVAL_S = 86_400  # daily readings are the coarsest series the detector is meant for
 MAX_TEXT_CHARS = 256  # site / company / profile: names, not documents
-MAX_FUTURE_S = 86_400  # clocks drift and time zones get mislabelled; a day ahead is an error
+MAX_FUTURE_S = 86_400  # the longest allowance ahead of now, whatever the interval
+# A reading may be ahead of now by FUTURE_INTERVALS of its intervals (at least CLOCK_SKEW_S):
+# a reading further ahead would become the meter's newest and lock its correct readings out as
+# out_of_order until the clock caught up (and fake a gap), so it is refused instead.
+FUTURE_INTERVALS = 4
+CLOCK_SKEW_S = 300
 MIN_YEAR = 2000
 # datetime cannot represent year 10000; later timestamps could not be written back as ISO-8601.
 _MAX_TS_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z
@@ -140,9 +145,11 @@ def decode_reading(
     """Validate one event. Never raises on bad input: returns `Reading` or `Rejected`.
 
     `key` (the Kafka key) must equal meter_id when present; an empty key counts as absent.
-    `now_ms` defaults to the wall clock; `max_future_s=None` / `min_year=None` switch those checks
-    off (replaying history). JSON `NaN`/`Infinity` literals parse, then fail as `not_finite`.
-    Duplicate JSON keys: the last one wins (Python's json, documented in docs/EVENTS.md).
+    `now_ms` defaults to the wall clock. A reading may be ahead of it by FUTURE_INTERVALS of its
+    intervals (at least CLOCK_SKEW_S, at most `max_future_s`); `max_future_s=None` /
+    `min_year=None` switch those checks off (replaying history). JSON `NaN`/`Infinity` literals
+    parse, then fail as `not_finite`. Duplicate JSON keys: the last one wins (Python's json,
+    documented in docs/EVENTS.md).
     """
     if raw is None or raw == b"":
         return Rejected("empty", "no payload (null value or tombstone)")
@@ -180,11 +187,6 @@ def decode_reading(
     if min_year is not None and ts < _year_start_ms(min_year):
         hint = " (epoch seconds? milliseconds are expected)" if 0 < ts < 10**10 else ""
         return Rejected("past_timestamp", f"{ts} ms is before {min_year}{hint}")
-    if max_future_s is not None:
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        if ts > now + max_future_s * 1000:
-            return Rejected("future_timestamp", f"{ts - now} ms ahead of now ({max_future_s} s max)")
-
     value = _value(event.get("value"))
     if type(value) is Rejected:
         return value
@@ -212,6 +214,13 @@ def decode_reading(
         return Rejected("wrong_type:interval_s", f"expected integer, got {_json_type(interval_s)}")
     elif not 1 <= interval_s <= MAX_INTERVAL_S:
         return Rejected("bad_field:interval_s", f"{interval_s} outside 1..{MAX_INTERVAL_S}")
+    if max_future_s is not None:
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        allowed = min(max_future_s, max(FUTURE_INTERVALS * interval_s, CLOCK_SKEW_S))
+        if ts > now + allowed * 1000:
+            return Rejected("future_timestamp", f"{ts - now} ms ahead of now ({allowed} s max: "
+                            f"{FUTURE_INTERVALS} intervals of {interval_s} s, at least "
+                            f"{CLOCK_SKEW_S} s)")
     return Reading(meter_id, ts, value, category, interval_s=interval_s, **optional)
 
 

@@ -100,11 +100,27 @@ def test_clock_checks_can_be_switched_off_for_replays():
     ahead = event(timestamp=NOW_MS + 86_400_000 + 1)
     assert decode(ahead).reason == "future_timestamp"
     assert decode(ahead, max_future_s=None).ts == NOW_MS + 86_400_001
-    assert isinstance(decode(event(timestamp=NOW_MS + 86_400_000)), Reading)  # bound inclusive
+
+
+def test_a_reading_may_be_a_few_intervals_ahead_not_more():
+    """4 intervals ahead of now (at least 5 minutes): one reading 20 h ahead would otherwise lock
+    its meter's correct readings out as out_of_order until the clock caught up."""
+    hour = event(timestamp=NOW_MS + 3_600_000)  # 4 x 900 s: the bound, inclusive
+    assert isinstance(decode(hour), Reading)
+    late_zone = decode(event(timestamp=NOW_MS + 3_600_001))
+    assert late_zone.reason == "future_timestamp" and "3600 s max" in late_zone.detail
+    assert decode(event(timestamp=NOW_MS + 20 * 3_600_000)).reason == "future_timestamp"
+    fast = event(timestamp=NOW_MS + 300_000, interval_s=2)  # small intervals: 5 min of skew
+    assert isinstance(decode(fast), Reading)
+    assert decode(event(timestamp=NOW_MS + 300_001, interval_s=2)).reason == "future_timestamp"
+    hourly = event(timestamp=NOW_MS + 4 * 3_600_000, interval_s=3600)
+    assert isinstance(decode(hourly), Reading)
+    daily = event(timestamp=NOW_MS + 86_400_001, interval_s=86_400)  # capped at a day
+    assert decode(daily).reason == "future_timestamp"
 
 
 def test_future_check_uses_wall_clock_by_default():
-    soon = datetime.now(UTC) + timedelta(hours=2)
+    soon = datetime.now(UTC) + timedelta(minutes=30)
     later = datetime.now(UTC) + timedelta(days=2)
     assert isinstance(decode_reading(event(timestamp=soon.isoformat())), Reading)
     assert decode_reading(event(timestamp=later.isoformat())).reason == "future_timestamp"
