@@ -35,6 +35,8 @@ and parses whole columns at once (ISO times, epoch numbers, plain decimals, mete
 runs); a cell it cannot read in bulk is read by the per-row functions, and a file it cannot read
 exactly as the per-row reader would (quotes, a steel date, --timestamp-format, a bad row...) is
 left to the per-row reader (`_read_rows`, the csv module), which also words every error.
+
+Over 300 lines: both readers of the one format stay side by side, so that they read alike.
 """
 
 from __future__ import annotations
@@ -376,24 +378,33 @@ def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: st
         rest = np.flatnonzero(~read)
         for r, text in zip(rest, texts(cols["ts"], rest) if len(rest) else ()):
             ts[r] = clock(text, names[meter[r]], column, int(lines[r]))
-        values, read = _bulk(parse_decimals, padded, *field(cols["value"]), np.float64)
+        starts, lengths = field(cols["value"])
+        values, read = _bulk(parse_decimals, padded, starts, lengths, np.float64)
         column = header[cols["value"]]
-        rest = np.flatnonzero(~read & (field(cols["value"])[1] > 0))  # empty: missing (NaN)
+        rest = np.flatnonzero(~read & (lengths > 0))  # an empty cell is a missing value (NaN)
         for r, text in zip(rest, texts(cols["value"], rest) if len(rest) else ()):
             values[r] = _parse_value(text, column, int(lines[r]), cols["decimal_comma"])
     except (InputError, _TooLong):
         return None
-    order = np.argsort(meter, kind="stable")  # each meter's rows in file order
-    bounds = np.flatnonzero(np.r_[True, meter[order][1:] != meter[order][:-1], True])
-    groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     out = {}
-    for rows in sorted(groups, key=lambda g: g[0]):  # meters in order of first appearance
+    for rows in _groups(meter):  # meters in order of first appearance
         kinds = category[rows]
         if np.any(kinds != kinds[0]):
             return None  # a meter with two categories: an error
-        key = (names[meter[rows[0]]], categories[kinds[0]])
+        key = (names[meter[rows][0]], categories[kinds[0]])
         out[key] = (ts[rows], values[rows], labels[rows], lines[rows])
     return out
+
+
+def _groups(meter: np.ndarray) -> list:
+    """Each meter's rows in file order (slices when it is one run, as files of one meter after
+    another hold them), meters in order of first appearance."""
+    heads = np.flatnonzero(np.r_[True, meter[1:] != meter[:-1]])
+    if len(np.unique(meter[heads])) == len(heads):
+        return [slice(a, b) for a, b in zip(heads, np.r_[heads[1:], len(meter)])]
+    order = np.argsort(meter, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, meter[order][1:] != meter[order][:-1], True])
+    return sorted((order[a:b] for a, b in zip(bounds[:-1], bounds[1:])), key=lambda g: g[0])
 
 
 class _TooLong(Exception):
@@ -408,12 +419,13 @@ def _split_fields(padded: np.ndarray, size: int, body: int, delimiter: str, widt
     delimiters; `crlf`: the lines may end with CR LF. Most files have the header's fields on
     every line: one scan for both separators then gives every line's fields; others are split
     line by line in numpy."""
-    data = padded[body:size + 1]  # ends with a line end (the padding's)
+    data = padded[:size + 1]  # ends with a line end (the padding's)
     if data[-2:].tobytes() == b"\n\n" and size > body:
         data = data[:-1]  # the file's own last line end
     ends = data == ord("\n")
-    seps = np.flatnonzero(ends | (data == ord(delimiter))) + body
-    breaks = np.count_nonzero(ends)
+    seps = np.flatnonzero(ends | (data == ord(delimiter)))
+    skip = np.searchsorted(seps, body)  # the header's separators
+    seps, breaks = seps[skip:], np.count_nonzero(ends) - 1
     if width >= needed and len(seps) % (width + 1) == 0:
         table = seps.reshape(-1, width + 1)
         # every (width + 1)th separator a line end and no other: each line has width delimiters
@@ -422,8 +434,9 @@ def _split_fields(padded: np.ndarray, size: int, body: int, delimiter: str, widt
             starts = np.r_[body, ends[:-1] + 1]
             if crlf:
                 ends = ends - (padded[np.maximum(ends - 1, 0)] == ord("\r"))
-            if len(starts) and (int((ends - starts).min()) <= 0
-                                or int((ends - starts).max()) > _FIELD_LIMIT):
+            lengths = ends - starts  # a line with a delimiter is never empty
+            if len(starts) and ((width == 0 and int(lengths.min()) <= 0)
+                                or int(lengths.max()) > _FIELD_LIMIT):
                 return _split_lines(padded, size, body, delimiter, needed)
 
             def same(i: int) -> tuple[np.ndarray, np.ndarray]:
