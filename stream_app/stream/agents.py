@@ -39,6 +39,7 @@ async def ingest(ctx: WorkerContext, stream) -> None:
         groups: dict[int, Group] = {}  # internal partition -> its readings
         for event in events:
             message = event.message
+            ctx.last_offsets[(message.topic, message.partition)] = message.offset
             metrics.readings_in.inc()
             try:
                 result = decode_reading(event.value, key=message.key,
@@ -103,10 +104,11 @@ async def apply(ctx: WorkerContext, items: list[Item], batch: list[Reading]) -> 
     for index, reason in result.refused:
         await ctx.dead_letter(items[index].raw, reason, items[index].event.message)
     now = time.time()
-    for alert in result.alerts:
-        await ctx.send_alert(alert)
     for item in items:
-        metrics.latency.observe(max(0.0, now - item.arrived))
+        metrics.reading_to_scored.observe(max(0.0, now - item.arrived))
+    for alert, index in zip(result.alerts, result.raised_by, strict=True):
+        await ctx.send_alert(alert)
+        metrics.reading_to_alert.observe(max(0.0, time.time() - items[index].arrived))
     for outcome, count in result.outcomes.items():
         metrics.outcomes.labels(outcome).inc(count)
     metrics.score_seconds.observe(result.score_seconds)
@@ -136,6 +138,7 @@ async def record_feedback(ctx: WorkerContext, stream) -> None:
     """Operators' verdicts: counted here, kept in the topic for `meterwatch recalibrate`."""
     async for event in stream.events():
         message = event.message
+        ctx.last_offsets[(message.topic, message.partition)] = message.offset
         try:
             verdict = decode_feedback(event.value)
         except InputError as exc:

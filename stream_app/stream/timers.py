@@ -26,6 +26,7 @@ SILENCE_CHECK_S = 1.0  # how often silent meters are looked for
 TOPIC_REFRESH_S = 10.0  # how soon a new per-meter topic is picked up
 RELOAD_S = 2.0  # how often the bundle folder is checked for a new bundle
 LAG_S = 5.0  # how often consumer lag and the meters gauge are refreshed
+GROUP_OFFSETS_TIMEOUT_S = 4.0  # the group's committed offsets; within one LAG_S tick
 LIST_TOPICS_TIMEOUT_S = 10.0  # one metadata request; the next tick retries
 
 
@@ -78,18 +79,72 @@ async def reload_bundle(ctx: WorkerContext, run_blocking) -> None:
         ctx.report_bundles()
 
 
-def report_lag(ctx: WorkerContext, assignment: Iterable, highwater: Callable) -> None:
-    """Records behind the end of each internal partition read so far, and the meters gauge."""
-    by_tp = {(tp.topic, tp.partition): tp for tp in assignment}
-    for key, offset in list(ctx.last_offsets.items()):
-        tp = by_tp.get(key)
-        if tp is None:
-            ctx.last_offsets.pop(key)
-            continue
+def consumed_topics(ctx: WorkerContext) -> set[str]:
+    """The topics the agents read: the input topics (more as they are discovered), the internal
+    topic and the feedback topic. Not the table's changelog, read only to recover."""
+    return {*ctx.source.topics, ctx.worker.readings_topic, ctx.worker.feedback_topic}
+
+
+async def report_lag(ctx: WorkerContext, assignment: Iterable, highwater: Callable,
+                     committed: Callable[[list[tuple[str, int]]], Awaitable[dict]]) -> None:
+    """Records behind the end of every assigned partition of the consumed topics, and the
+    meters gauge: the partition's high-water mark minus the next offset to process, which is
+    one past the last offset an agent took or, for a partition no agent has taken from since
+    it was assigned, `await committed([(topic, partition), ...])` (the group's committed offset,
+    `group_offsets`). A partition whose high-water mark is not known yet (not fetched since it
+    was assigned) gets no value rather than a wrong one; one no longer assigned loses its."""
+    topics = consumed_topics(ctx)
+    assigned = {(tp.topic, tp.partition): tp for tp in assignment if tp.topic in topics}
+    for key in [k for k in ctx.last_offsets if k not in assigned]:
+        del ctx.last_offsets[key]  # moved to another worker: what it took here is stale
+    lags: dict[tuple[str, int], int] = {}
+    untaken: dict[tuple[str, int], int] = {}
+    for key, tp in assigned.items():
         high = highwater(tp)
-        if high is not None:
-            ctx.metrics.consumer_lag.labels(key[0], str(key[1])).set(max(0, high - offset - 1))
-    ctx.metrics.meters.set(len(ctx.table))
+        if high is None:
+            continue
+        taken = ctx.last_offsets.get(key)
+        if taken is not None:
+            lags[key] = max(0, high - taken - 1)
+        elif high == 0:
+            lags[key] = 0  # nothing was ever written to it
+        else:
+            untaken[key] = high
+    try:
+        if untaken:
+            start = await committed(sorted(untaken))
+            lags.update({key: max(0, high - start[key])
+                         for key, high in untaken.items() if key in start})
+    finally:  # the broker not answering costs the untaken partitions' figures only
+        ctx.metrics.set_lag(lags)
+        ctx.metrics.meters.set(len(ctx.table))
+
+
+def group_offsets(admin, group: str, keys: list[tuple[str, int]],
+                  timeout_s: float = GROUP_OFFSETS_TIMEOUT_S) -> dict[tuple[str, int], int]:
+    """Where consumer group `group` reads next in each partition: its committed offset, or the
+    log start where it has none (the worker resets to the earliest offset). Blocking (two
+    admin requests at most); a partition the broker answers with an error is left out.
+    Raises confluent_kafka.KafkaException when the brokers do not answer in time."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for t, p in keys])
+    [future] = admin.list_consumer_group_offsets([request], request_timeout=timeout_s).values()
+    found, never = {}, []
+    for tp in future.result(timeout=timeout_s).topic_partitions:
+        if tp.error is not None:
+            continue
+        if tp.offset >= 0:
+            found[(tp.topic, tp.partition)] = tp.offset
+        else:  # OFFSET_INVALID: the group never committed here
+            never.append(TopicPartition(tp.topic, tp.partition))
+    if never:
+        earliest = admin.list_offsets({tp: OffsetSpec.earliest() for tp in never},
+                                      request_timeout=timeout_s)
+        for tp, result in earliest.items():
+            found[(tp.topic, tp.partition)] = result.result(timeout=timeout_s).offset
+    return found
 
 
 # --- binding them to an app ------------------------------------------------------------------
@@ -111,7 +166,7 @@ class Timer:
 def register(app, ctx: WorkerContext) -> dict[str, Timer]:
     """Start the timers with `app`; returns them by name."""
     timers: dict[str, Timer] = {}
-    admin: list = []  # one AdminClient for topic discovery, made on first use
+    admin: list = []  # one AdminClient for topic discovery and lag, made on first use
 
     def every(interval_s: float, name: str, tick: Callable[[], Awaitable[None]]) -> None:
         timer = timers[name] = Timer(name, interval_s, tick,
@@ -128,16 +183,23 @@ def register(app, ctx: WorkerContext) -> dict[str, Timer]:
     def run_blocking(fun):
         return asyncio.get_running_loop().run_in_executor(None, fun)
 
-    def list_inputs() -> list[str]:
+    def admin_client():
         if not admin:
             from confluent_kafka.admin import AdminClient
 
             admin.append(AdminClient(ctx.kafka.confluent_config(),
                                      logger=logging.getLogger("meterwatch.kafka")))
-        try:
-            return matching_topics(ctx.kafka, ctx.worker, admin[0])
-        finally:
+        return admin[0]
+
+    def poll_admin() -> None:
+        if admin:
             admin[0].poll(0)  # hands librdkafka's queued log lines to the logger
+
+    def list_inputs() -> list[str]:
+        try:
+            return matching_topics(ctx.kafka, ctx.worker, admin_client())
+        finally:
+            poll_admin()
 
     async def silence_tick():
         await check_silence(ctx, assigned(), time.time())
@@ -153,8 +215,15 @@ def register(app, ctx: WorkerContext) -> dict[str, Timer]:
     async def reload_tick():
         await reload_bundle(ctx, run_blocking)
 
+    def committed(keys: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        try:
+            return group_offsets(admin_client(), app.conf.id, keys)
+        finally:
+            poll_admin()
+
     async def lag_tick():
-        report_lag(ctx, app.consumer.assignment(), app.consumer.highwater)
+        await report_lag(ctx, app.consumer.assignment(), app.consumer.highwater,
+                         lambda keys: run_blocking(lambda: committed(keys)))
 
     every(SILENCE_CHECK_S, "check_silence", silence_tick)
     every(TOPIC_REFRESH_S, "discover_topics", discover_tick)
