@@ -380,7 +380,7 @@ def rules() -> list[dict]:
 def test_alert_rules(rules, exported):
     by_name = {rule["alert"]: rule for rule in rules}
     assert {"MeterwatchWorkerDown", "MeterwatchLagGrowing", "MeterwatchDeadLetterRate",
-            "MeterwatchNoReadings"} <= set(by_name)
+            "MeterwatchNoReadings", "MeterwatchScoringLate"} <= set(by_name)
     for name, rule in by_name.items():
         assert re.fullmatch(r"\d+[smh]", rule["for"]), name
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
@@ -428,6 +428,10 @@ def test_dashboard_shows_what_an_operator_watches(dashboard):
     assert shown("meterwatch_alerts_out_total", by="category")
     assert shown("meterwatch_readings_invalid_total", by="reason")  # dead letters
     assert shown("meterwatch_bundle_info", by="version")
+    assert shown("meterwatch_reading_to_scored_seconds_bucket")  # every reading
+    assert shown("meterwatch_reading_to_alert_seconds_bucket")  # readings that raised an alert
+    assert shown("process_resident_memory_bytes", by="instance")  # the process collector
+    assert shown("process_cpu_seconds_total", by="instance")
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 
