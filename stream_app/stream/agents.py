@@ -96,6 +96,7 @@ async def apply(ctx: WorkerContext, items: list[Item], batch: list[Reading]) -> 
     metrics, table, scorer = ctx.metrics, ctx.table, ctx.scorer
     meters = {r.meter_id for r in batch}
     states = {m: table.get(m.encode()) for m in meters}
+    items, batch = await ctx.refuse_beyond_cap(items, batch, states)  # MW_MAX_METERS
     result = scorer.process(batch, states, positions=[i.position for i in items])
     last_event = {r.meter_id: i.event for r, i in zip(batch, items, strict=True)}
     for meter, state in result.states.items():

@@ -1,10 +1,13 @@
 """What the worker's agents, timers and pages share, as one explicit object.
 
 A worker holds, besides Faust's own machinery: the scorer (bundle + per-meter logic), the
-per-meter state table, the topics it writes to, its metrics, and three memory-only maps of the
-meters of its partitions (recent alerts for the live page, silence timing, which partition each
-meter comes on). The agents (agents.py), timers (timers.py) and pages (pages.py) are module-level
-functions over this object; a test builds one with in-memory channels as outputs.
+per-meter state table, the topics it writes to, its metrics, and memory-only maps: the recent
+alerts for the live page (bounded), the last offset per partition (one entry a partition), and
+two per meter of its partitions, silence timing (silence.py) and which partition each meter
+comes on (retention.MeterPartitions). Both per-meter maps, and the table, forget a meter that
+moves away, that the cap refuses, or that is silent longer than MW_METER_TTL_S (retention.py).
+The agents (agents.py), timers (timers.py) and pages (pages.py) are module-level functions over
+this object; a test builds one with in-memory channels as outputs.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from stream_app.stream.dead_letters import dead_letter_bytes
 from stream_app.stream.guard import TaskGuard
 from stream_app.stream.metrics import WorkerMetrics
 from stream_app.stream.reload import BundleWatcher
+from stream_app.stream.retention import MeterPartitions, Retention
 from stream_app.stream.settings import KafkaSettings, WorkerSettings
-from stream_app.stream.silence import SilenceEvent, SilenceTracker, silence_alert
+from stream_app.stream.silence import GroupEvent, SilenceEvent, SilenceTracker, silence_alert
 
 RECENT_ALERTS = 500  # alert messages the live page can show (memory only)
 
@@ -51,14 +55,21 @@ class WorkerContext:
     registry: Any = None  # stream_app.stream.registry.Registry, or None: one bundle folder
     watcher: BundleWatcher | None = None
     recent_alerts: deque = field(default_factory=lambda: deque(maxlen=RECENT_ALERTS))
-    meter_partition: dict[str, tuple[str, int]] = field(default_factory=dict)
+    meter_partition: MeterPartitions = field(default_factory=MeterPartitions)
     last_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     silence: SilenceTracker = field(init=False)
+    retention: Retention = field(init=False)
     # background work done alongside the agents (not a timer): its failures, counted
     bookkeeping: TaskGuard = field(init=False)
 
     def __post_init__(self) -> None:
-        self.silence = SilenceTracker(self.worker.silence_factor)
+        worker = self.worker
+        self.silence = SilenceTracker(worker.silence_factor, group_min=worker.silence_group_min,
+                                      ttl_s=worker.meter_ttl_s)
+        self.retention = Retention(self.table, self.silence, self.meter_partition,
+                                   topic=worker.readings_topic, partitions=worker.partitions,
+                                   ttl_s=worker.meter_ttl_s, max_meters=worker.max_meters,
+                                   metrics=self.metrics)
         self.bookkeeping = TaskGuard("silence_bookkeeping", self.metrics.task_failures)
         if self.watcher is None:
             self.watcher = BundleWatcher(self.worker.model_dir, self.worker.onnx_providers)
@@ -90,7 +101,26 @@ class WorkerContext:
         self.metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
         self.recent_alerts.appendleft(alert.to_dict())
 
-    async def send_silence(self, meter: str, event: SilenceEvent) -> None:
-        """The alert of a meter that went silent or reports again (silence.py)."""
+    async def refuse_beyond_cap(self, items: list, batch: list, states: dict) -> tuple[list, list]:
+        """The readings of new meters (no state in `states`) beyond MW_MAX_METERS go to the
+        dead-letter topic as `meter_cap`; returns the items and readings that stay."""
+        new = dict.fromkeys(r.meter_id for r in batch if states.get(r.meter_id) is None)
+        refused = self.retention.admit(new)  # in the order they came
+        if not refused:
+            return items, batch
+        kept_items, kept = [], []
+        for item, reading in zip(items, batch, strict=True):
+            if reading.meter_id in refused:
+                await self.dead_letter(item.raw, "meter_cap", item.event.message,
+                                       detail=f"{reading.meter_id}: a new meter beyond "
+                                              f"MW_MAX_METERS={self.worker.max_meters}")
+            else:
+                kept_items.append(item)
+                kept.append(reading)
+        return kept_items, kept
+
+    async def send_silence(self, meter: str, event: SilenceEvent | GroupEvent) -> None:
+        """The alert of a meter (or, for a GroupEvent, a group of meters) that went silent,
+        reports again or was forgotten after the TTL (silence.py)."""
         await self.send_alert(silence_alert(meter, event, bundle_version=self.scorer.bundle.version,
                                             produced_ms=int(time.time() * 1000)))

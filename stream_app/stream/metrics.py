@@ -84,6 +84,17 @@ class WorkerMetrics:
         self.task_failures = Counter("meterwatch_task_failures",
                                      "Runs of a timer or background task that failed (retried at "
                                      "its next tick)", ["task"], registry=r)
+        # bounded memory (retention.py, silence.py)
+        self.meters_evicted = Counter("meterwatch_meters_evicted", "Meters whose state was deleted "
+                                      "after MW_METER_TTL_S of silence", registry=r)
+        self.meter_cap_reached = Gauge("meterwatch_meter_cap_reached", "1 while MW_MAX_METERS is "
+                                       "reached: new meters' readings are dead-lettered "
+                                       "(meter_cap)", registry=r)
+        self.silent_meters = Gauge("meterwatch_silent_meters", "Meters silent now (alone or in a "
+                                   "grouped alert)", registry=r)
+        self.silence_check_seconds = Histogram("meterwatch_silence_check_seconds",
+                                               "One silence-check tick (every 1 s)",
+                                               buckets=TIME_BUCKETS, registry=r)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)

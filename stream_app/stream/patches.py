@@ -6,6 +6,9 @@ moves):
 
 - `current_event`: a table write outside Faust's own stream iteration binds to the event whose
   changelog partition it belongs to (`faust.streams._current_event`).
+- `delete_key`: a table key deleted from a timer (retention.py) writes its tombstone to the
+  key's changelog partition through a stand-in current event, and the memory store's
+  `_key_partition` (filled by changelog recovery, never emptied by a delete) forgets it too.
 - `resubscribe_soon` / `subscribe_new_topics`: a new per-meter topic is read within seconds
   (the conductor waits `_resubscribe_sleep_lock_seconds`, 45 s, and resubscribes only when
   `_flag_changes` was called).
@@ -43,6 +46,28 @@ class current_event:
         from faust.streams import _current_event
 
         _current_event.reset(self.token)
+
+
+class _Position:
+    """A stand-in event: Faust reads only `message.topic` and `message.partition` of the
+    current event when it sends a table change to the changelog."""
+
+    def __init__(self, topic: str, partition: int):
+        self.message = self
+        self.topic, self.partition = topic, partition
+
+
+def delete_key(table, key, topic: str, partition: int) -> bool:
+    """Delete `key` from a Faust table outside any stream iteration: the tombstone goes to
+    changelog partition `partition` (that of `topic`, which the table is co-partitioned with).
+    False when the table did not hold the key."""
+    if key not in table:
+        return False
+    position = _Position(topic, partition)  # current_event holds it weakly: keep it alive
+    with current_event(position):
+        del table[key]
+    getattr(table.data, "_key_partition", {}).pop(key, None)  # the memory store's, see above
+    return True
 
 
 def resubscribe_soon(app) -> None:

@@ -354,6 +354,15 @@ class WorkerSettings:
     max_message_bytes: int = field(default=1 << 20, metadata=_env("MW_MAX_MESSAGE_BYTES", _as_int))
     # A meter is silent after this many of its intervals without a reading (wall clock).
     silence_factor: float = field(default=4.0, metadata=_env("MW_SILENCE_FACTOR", _as_float))
+    # This many meters of one site going silent within about one reporting interval raise one
+    # grouped `meters_silent` alert instead of one alert each (docs/ALERTS.md).
+    silence_group_min: int = field(default=10, metadata=_env("MW_SILENCE_GROUP_MIN", _as_int))
+    # A meter silent longer than this in stream time (30 days) loses its state: the table key is
+    # deleted (a changelog tombstone) and every in-memory map forgets it (retention.py).
+    meter_ttl_s: float = field(default=2_592_000.0, metadata=_env("MW_METER_TTL_S", _as_float))
+    # Meters with state per worker; readings of a new meter beyond it are dead-lettered
+    # (`meter_cap`). 200,000 x the 3.1 KiB measured per meter (docs/BENCHMARKS.md) ~ 600 MiB.
+    max_meters: int = field(default=200_000, metadata=_env("MW_MAX_METERS", _as_int))
     # `meterwatch recalibrate` moves a limit only on verdicts of this many distinct judges ...
     feedback_min_judges: int = field(default=2, metadata=_env("MW_FEEDBACK_MIN_JUDGES", _as_int))
     # ... and by at most this factor either way per run (reasons: stream_app/stream/feedback.py).
@@ -382,6 +391,8 @@ class WorkerSettings:
             "batch_size": 1,
             "max_message_bytes": 1024,
             "silence_factor": 1,
+            "silence_group_min": 2,  # a group of one is the meter's own alert
+            "max_meters": 1,
             "feedback_min_judges": 1,
         }
         for attr, low in minimums.items():
@@ -393,6 +404,8 @@ class WorkerSettings:
             raise ConfigError(f"MW_BROKER_WAIT_S={self.broker_wait_s}: more than 0, at most 3600")
         if not 1.0 < self.feedback_max_step <= 6.0:  # 6: the whole of LIMIT_BOUNDS in one run
             raise ConfigError(f"MW_FEEDBACK_MAX_STEP={self.feedback_max_step}: more than 1, at most 6")
+        if not 60.0 <= self.meter_ttl_s <= 31_622_400.0:  # a minute (tests) to a leap year
+            raise ConfigError(f"MW_METER_TTL_S={self.meter_ttl_s}: 60 to 31622400 seconds")
         if not self.batch_max_wait_s > 0:
             raise ConfigError(f"MW_BATCH_MAX_WAIT_S={self.batch_max_wait_s} must be > 0")
         if not 0 < self.web_port < 65536:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from stream_app.stream.context import WorkerContext
 from stream_app.stream.guard import TaskGuard
 from stream_app.stream.patches import subscribe_new_topics
+from stream_app.stream.retention import EVICT_PER_TICK
 from stream_app.stream.settings import KafkaSettings, WorkerSettings
 
 log = logging.getLogger("meterwatch.worker")
@@ -32,17 +33,29 @@ LIST_TOPICS_TIMEOUT_S = 10.0  # one metadata request; the next tick retries
 
 # --- the timers ------------------------------------------------------------------------------
 
-async def check_silence(ctx: WorkerContext, assigned: set[tuple[str, int]], now: float) -> None:
-    """Meters of this worker's partitions that stopped reporting (silence.py). An empty
-    assignment is a rebalance in progress: judge nothing until it settles."""
+async def check_silence(ctx: WorkerContext, assigned: set[tuple[str, int]], now: float, *,
+                        settling: bool = False) -> None:
+    """Meters of this worker's partitions that stopped reporting (silence.py), and the state of
+    those silent longer than MW_METER_TTL_S evicted (retention.py). An empty assignment is a
+    rebalance in progress: judge nothing until it settles; while Faust recovers or rebalances
+    (`settling`) nothing is evicted. The cost is that of the meters due now, never of all."""
     if not assigned:
         return
-    lost = [m for m, tp in ctx.meter_partition.items() if tp not in assigned]
-    ctx.silence.forget(lost)
-    for meter in lost:
-        ctx.meter_partition.pop(meter, None)
-    for meter, event in ctx.silence.check(now):
-        await ctx.send_silence(meter, event)
+    started = time.perf_counter()
+    ctx.silence.forget(ctx.meter_partition.lose(assigned))
+    if not settling:
+        expired = ctx.silence.expire(now, EVICT_PER_TICK)
+        for meter, _ in expired:  # all at once: no reading may slip in between
+            ctx.retention.evict(meter)
+        for meter, event in expired:
+            if event is not None:
+                await ctx.send_silence(meter, event)
+    for name, event in ctx.silence.check(now):
+        await ctx.send_silence(name, event)
+    if not settling:
+        ctx.retention.sweep(assigned, EVICT_PER_TICK - len(expired))
+    ctx.metrics.silent_meters.set(ctx.silence.silent_count)
+    ctx.metrics.silence_check_seconds.observe(time.perf_counter() - started)
 
 
 def matching_topics(kafka: KafkaSettings, worker: WorkerSettings, admin=None) -> list[str]:
@@ -202,7 +215,8 @@ def register(app, ctx: WorkerContext) -> dict[str, Timer]:
             poll_admin()
 
     async def silence_tick():
-        await check_silence(ctx, assigned(), time.time())
+        await check_silence(ctx, assigned(), time.time(),
+                            settling=bool(app.in_recovery or app.rebalancing))
 
     async def discover_tick():
         if ctx.worker.input_topic:
