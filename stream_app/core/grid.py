@@ -62,7 +62,7 @@ class Grid:
 def infer_interval(times: np.ndarray) -> tuple[int, bool]:
     """(interval s, True when read from a jittered clock's median step); `times` sorted, unique."""
     steps = np.diff(times)
-    mode = int(_mode(steps))
+    mode = _mode(steps)
     if np.count_nonzero(steps % mode == 0) >= 0.9 * len(steps):
         return mode, False
     median = float(np.median(steps))
@@ -86,13 +86,13 @@ def grid_phase(times: np.ndarray, interval: int) -> int:
     return int(round(phase / unit) * unit) % interval
 
 
-def _mode(x: np.ndarray):
-    """The most frequent value (the smallest of a tie); the first value when it is more than
-    half of them, as on a clean clock, without sorting."""
+def _mode(x: np.ndarray) -> int:
+    """The most frequent of whole numbers (the smallest of a tie); the first one when it is
+    more than half of them, as on a clean clock, without sorting."""
     if 2 * np.count_nonzero(x == x[0]) > len(x):
-        return x[0]
+        return int(x[0])
     uniq, counts = np.unique(x, return_counts=True)
-    return uniq[np.argmax(counts)]
+    return int(uniq[np.argmax(counts)])
 
 
 def _unique(ts: np.ndarray) -> np.ndarray:

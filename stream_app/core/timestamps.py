@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import numpy as np
@@ -103,7 +104,7 @@ def parse_tz(value) -> tzinfo:
                          "name like America/Los_Angeles") from None
 
 
-def pack_cells(texts) -> tuple[np.ndarray, np.ndarray]:
+def pack_cells(texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Cell texts (bytes) -> (cells, lengths) in the layout of the bulk parsers: cells[j] holds
     bytes 8j..8j+7 of every cell as one little-endian uint64 (its first byte the lowest), zero
     past the cell's length. The file reader gathers the same layout straight from the file."""
@@ -127,14 +128,14 @@ def _eight_digits(x: np.ndarray) -> np.ndarray:
 def _bytes_set(flags: np.ndarray) -> np.ndarray:
     """Per cell, how many of its bytes are set, from its words of 0/1 bytes (words x n)."""
     counts = np.bitwise_count(flags)
-    return counts[0] if len(counts) == 1 else counts.sum(axis=0, dtype=np.int64)
+    return np.asarray(counts[0] if len(counts) == 1 else counts.sum(axis=0, dtype=np.int64))
 
 
 def _byte_index(flags: np.ndarray) -> np.ndarray:
     """Per cell, the index of its one set byte, from its words of 0/1 bytes (0 when none): in
     a word times 0x0001020304050607, the top byte gathers each byte k of the word times the
     multiplier's byte 7 - k, which holds k (no byte of the sum carries: 7 * 1 < 256)."""
-    index = ((flags[0] * _U64(0x0001020304050607)) >> _U64(56)).astype(np.int64)
+    index: np.ndarray = ((flags[0] * _U64(0x0001020304050607)) >> _U64(56)).astype(np.int64)
     for j, w in enumerate(flags[1:], 1):
         index += ((w * _U64(0x0001020304050607)) >> _U64(56)).astype(np.int64)
         index += 8 * j * np.bitwise_count(w).astype(np.int64)
@@ -185,10 +186,11 @@ def _fixed_bits(form: str, count: int) -> list[tuple[int, int, int]]:
         elif c not in "Ts":
             word[0] |= 0xFF << shift
             word[1] |= ord(c) << shift
-    return [tuple(w) for w in out]
+    return [(w[0], w[1], w[2]) for w in out]
 
 
-def _iso_cells(cells: np.ndarray, form: str, naive_offset: int | None):
+def _iso_cells(cells: np.ndarray, form: str,
+               naive_offset: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Cells of one ISO form (see _ISO_FORMS) -> (epoch s, read); `naive_offset`: the offset in
     seconds of a time without one, None when such times are not read here. The date (the first
     10 bytes) is read once per run of rows that share it."""
@@ -205,19 +207,22 @@ def _iso_cells(cells: np.ndarray, form: str, naive_offset: int | None):
         if j:  # the date's word is checked once per run, below
             six, sixteen = _U64(low // 15 * 6), _U64(low // 15 * 16)  # 0x06, 0x10 in its digits
             ok &= ((words[j] & _U64(mask)) == _U64(value)) & (((nibbles + six) & sixteen) == 0)
-    pairs: dict = {}  # word -> its bytes as 10 * digit + next digit
+    pairs: dict[int, np.ndarray] = {}  # word -> its bytes as 10 * digit + next digit
 
-    def number(a: int, at=None) -> np.ndarray:  # the two digits at byte a
+    def number(a: int, at: np.ndarray | None = None) -> np.ndarray:  # the two digits at byte a
         j, k = divmod(a, 8)
+        out: np.ndarray
         if k == 7:  # across two words
             x, y = (d if at is None else d[at] for d in (digits[j], digits[j + 1]))
-            return (x >> _U64(56)) * _U64(10) + (y & _U64(0xFF))
-        if at is None:
+            out = (x >> _U64(56)) * _U64(10) + (y & _U64(0xFF))
+        elif at is None:
             if j not in pairs:
                 pairs[j] = digits[j] * _U64(10) + (digits[j] >> _U64(8))
-            return (pairs[j] >> _U64(8 * k)) & _U64(0xFF)
-        x = digits[j][at]
-        return ((x * _U64(10) + (x >> _U64(8))) >> _U64(8 * k)) & _U64(0xFF)
+            out = (pairs[j] >> _U64(8 * k)) & _U64(0xFF)
+        else:
+            x = digits[j][at]
+            out = ((x * _U64(10) + (x >> _U64(8))) >> _U64(8 * k)) & _U64(0xFF)
+        return out
 
     new = np.ones(n, bool)  # a row whose date differs from the row before
     day_bytes = words[1] & _U64(0xFFFF)
