@@ -2,13 +2,20 @@
 
     input topics -> ingest: decode + validate each event; a bad one -> dead-letter topic with
                     the reason; the rest re-keyed onto the internal topic, one message per
-                    internal partition per batch (rekey.py)
-    internal topic -> score: batches (size and time bound) -> StreamScorer -> table + alerts
+                    internal partition per batch, with each reading's source position, key
+                    and original bytes (rekey.py)
+    internal topic -> score: batches (size and time bound) -> StreamScorer -> alerts and dead
+                    letters, acknowledged by the broker -> table
     feedback topic -> record_feedback: operators' verdicts counted (recalibrated offline)
 
 Faust acks an event whose agent raised, so no exception may escape an agent: a batch that fails
 is retried reading by reading, and a reading that still fails goes to the dead-letter topic with
 `internal_error` as its reason. Nothing is dropped silently.
+
+A batch's new meter states are written only once the broker has acknowledged the alerts and
+dead letters they imply. A state records the source offsets it applied, so after a crash a
+reading read again counts as a duplicate: had the state outlived an alert lost with the worker,
+nothing would ever send that alert (docs/RELIABILITY.md, "No alert is lost on a crash").
 
 Each agent is a module-level function `(ctx, stream)`; `register` binds them to an app's
 topics. Tests run them with Faust's `agent.test_context()` and in-memory outputs
@@ -17,6 +24,7 @@ topics. Tests run them with Faust's `agent.test_context()` and in-memory outputs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -26,7 +34,7 @@ from stream_app.stream.context import WorkerContext
 from stream_app.stream.dead_letters import dead_letter_bytes
 from stream_app.stream.feedback import decode_feedback
 from stream_app.stream.patches import current_event
-from stream_app.stream.rekey import SOURCE, Group, Item, internal_partition
+from stream_app.stream.rekey import Group, Item, internal_partition
 from stream_app.stream.rekey import items as items_of
 
 log = logging.getLogger("meterwatch.worker")
@@ -50,11 +58,17 @@ async def ingest(ctx: WorkerContext, stream) -> None:
                 await ctx.dead_letter(event.value, result, message)
                 continue
             partition = internal_partition(result.meter_id, worker.partitions)
-            groups.setdefault(partition, Group()).add(result, message)
+            group = groups.setdefault(partition, Group())
+            group.add(result, message, event.value)
+            if group.full:
+                await rekeyed(ctx, partition, groups.pop(partition))
         for partition, group in groups.items():
-            await ctx.outputs.readings.send(key=None, partition=partition, value=group.value(),
-                                            timestamp=group.timestamp(),
-                                            headers={SOURCE: group.header()})
+            await rekeyed(ctx, partition, group)
+
+
+async def rekeyed(ctx: WorkerContext, partition: int, group: Group) -> None:
+    await ctx.outputs.readings.send(key=None, partition=partition, value=group.value(),
+                                    timestamp=group.timestamp(), headers=group.headers())
 
 
 async def score(ctx: WorkerContext, stream) -> None:
@@ -68,7 +82,8 @@ async def score(ctx: WorkerContext, stream) -> None:
                 try:
                     batch.append(Reading.from_json(item.raw))
                 except InputError as exc:  # only our own bytes come here: a bug, not a loss
-                    await ctx.dead_letter(item.raw, f"internal_error:{exc}"[:200], event.message)
+                    await ctx.dead_letter(item.original, f"internal_error:{exc}"[:200],
+                                          item.source)
                     continue
                 items.append(item)
         for start in range(0, len(batch), batch_size):
@@ -88,28 +103,30 @@ async def score_chunk(ctx: WorkerContext, items: list[Item], batch: list[Reading
             try:
                 await apply(ctx, [item], [reading])
             except Exception as exc:  # noqa: BLE001 (one bad reading must not stop the batch)
-                await ctx.dead_letter(item.raw, f"internal_error:{exc!r}"[:200], item.event.message)
+                await ctx.dead_letter(item.original, f"internal_error:{exc!r}"[:200], item.source)
 
 
 async def apply(ctx: WorkerContext, items: list[Item], batch: list[Reading]) -> None:
-    """Score a batch against the meters' states; write the states, refusals and alerts."""
+    """Score a batch against the meters' states; send the refusals and alerts, and once the
+    broker has acknowledged them, write the states (module docstring)."""
     metrics, table, scorer = ctx.metrics, ctx.table, ctx.scorer
     meters = {r.meter_id for r in batch}
     states = {m: table.get(m.encode()) for m in meters}
     items, batch = await ctx.refuse_beyond_cap(items, batch, states)  # MW_MAX_METERS
     result = scorer.process(batch, states, positions=[i.position for i in items])
-    last_event = {r.meter_id: i.event for r, i in zip(batch, items, strict=True)}
-    for meter, state in result.states.items():
-        with current_event(last_event[meter]):
-            table[meter.encode()] = state
-    for index, reason in result.refused:
-        await ctx.dead_letter(items[index].raw, reason, items[index].event.message)
+    sent = [await ctx.dead_letter(items[index].original, reason, items[index].source)
+            for index, reason in result.refused]
     now = time.time()
     for item in items:
         metrics.reading_to_scored.observe(max(0.0, now - item.arrived))
     for alert, index in zip(result.alerts, result.raised_by, strict=True):
-        await ctx.send_alert(alert)
+        sent.append(await ctx.send_alert(alert))
         metrics.reading_to_alert.observe(max(0.0, time.time() - items[index].arrived))
+    await asyncio.gather(*sent)  # acknowledged, or raised: then no state is written
+    last_event = {r.meter_id: i.event for r, i in zip(batch, items, strict=True)}
+    for meter, state in result.states.items():
+        with current_event(last_event[meter]):
+            table[meter.encode()] = state
     for outcome, count in result.outcomes.items():
         metrics.outcomes.labels(outcome).inc(count)
     metrics.score_seconds.observe(result.score_seconds)

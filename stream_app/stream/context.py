@@ -86,20 +86,23 @@ class WorkerContext:
         for name, version in serving.items():
             self.metrics.bundle_info.labels(name, version).set(1)
 
-    async def dead_letter(self, raw: bytes | None, reason: Rejected | str, message,
-                          detail: str = "") -> None:
-        """Count the refusal and send the dead letter: original bytes, key, source position."""
+    async def dead_letter(self, raw, reason: Rejected | str, message, detail: str = ""):
+        """Count the refusal and send the dead letter: original bytes (or the hop's Original),
+        key, source position (of `message`, or of a reading's rekey.Source after the hop).
+        Returns the broker's acknowledgement to await."""
         self.metrics.invalid.labels(reason.reason if isinstance(reason, Rejected)
                                     else reason.partition(":")[0]).inc()
-        await self.outputs.dlq.send(key=message.key, value=dead_letter_bytes(
+        return await self.outputs.dlq.send(key=message.key, value=dead_letter_bytes(
             raw, reason, message.topic, message.partition, message.offset, message.key,
             detail=detail))
 
-    async def send_alert(self, alert: Alert) -> None:
-        """Send an alert, count it, and keep it for the live page (newest first)."""
-        await self.outputs.alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
+    async def send_alert(self, alert: Alert):
+        """Send an alert, count it, and keep it for the live page (newest first). Returns the
+        broker's acknowledgement to await."""
+        sent = await self.outputs.alerts.send(key=alert.meter_id.encode(), value=alert.to_json())
         self.metrics.alerts.labels(alert.category, alert.severity, alert.status).inc()
         self.recent_alerts.appendleft(alert.to_dict())
+        return sent
 
     async def refuse_beyond_cap(self, items: list, batch: list, states: dict) -> tuple[list, list]:
         """The readings of new meters (no state in `states`) beyond MW_MAX_METERS go to the
@@ -111,7 +114,7 @@ class WorkerContext:
         kept_items, kept = [], []
         for item, reading in zip(items, batch, strict=True):
             if reading.meter_id in refused:
-                await self.dead_letter(item.raw, "meter_cap", item.event.message,
+                await self.dead_letter(item.original, "meter_cap", item.source,
                                        detail=f"{reading.meter_id}: a new meter beyond "
                                               f"MW_MAX_METERS={self.worker.max_meters}")
             else:

@@ -5,10 +5,12 @@ tests/integration)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from reference.offline_alerts import expected_alerts
@@ -191,3 +193,125 @@ def test_feedback_is_counted_and_a_bad_verdict_dead_lettered(bundle, tmp_path):
     assert w.metric('meterwatch_feedback_total{verdict="false"}') == 1
     assert w.metric('meterwatch_feedback_total{verdict="invalid"}') == 1
     assert w.metric("meterwatch_readings_invalid_total") == 0  # not a reading
+
+
+def producer_bytes(meter: str, step: int, value: float, *, off_s: int = 0) -> bytes:
+    """A reading as a producer may send it: local time with its offset, spaces, an extra field
+    (the compact line on the internal topic differs from it)."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S+01:00",
+                       time.gmtime(T0 // 1000 + step * 900 + off_s + 3600))
+    return json.dumps({"meter_id": meter, "timestamp": ts, "value": value,
+                       "category": "industrial", "note": "as sent"}, indent=1).encode()
+
+
+def test_a_reading_refused_after_the_hop_is_dead_lettered_as_it_came(bundle, tmp_path):
+    """ingest -> internal topic -> score: the meter window's refusals name the input event
+    (topic, partition, offset), its key (the meter id, none or empty) and its original bytes."""
+    good = [(producer_bytes("m-1", s, 10.0 + s), b"m-1") for s in range(8)]
+    refused = [  # (value, key, partition, reason code)
+        (producer_bytes("m-1", 2, 99.0), b"m-1", 2, "out_of_order"),
+        (producer_bytes("m-1", 7, 42.0), None, 1, "conflicting_duplicate"),
+        (producer_bytes("m-1", 8, 1.0, off_s=420), b"", 3, "off_grid"),
+        (producer_bytes("m-1", 6, 3.0), b"m-1", 2, "conflicting_duplicate"),
+    ]
+
+    async def run():
+        w = Worker(bundle, tmp_path)
+        async with w.agent("ingest") as ingest:
+            for value, key in good:
+                await ingest.put(value, key=key, partition=2)
+            for value, key, partition, _ in refused:
+                await ingest.put(value, key=key, partition=partition)
+            internal = []
+            while len(internal) < len(good) + len(refused):  # readings, not messages
+                event = await w.out["readings"].get(timeout=60)
+                internal += [event] * len(event.value.split(b"\n"))
+        async with w.agent("score") as score:
+            for event in dict.fromkeys(internal):  # each message once, in order
+                await score.put(event.value, headers=event.headers)
+            await w.until(lambda: w.metric("meterwatch_readings_outcome_total")
+                          == len(good) + len(refused))
+        return w, await w.drain("dlq")
+
+    w, letters = asyncio.run(run())
+    letters = [DeadLetter.from_json(e.value) for e in letters]
+    assert len(letters) == len(refused)
+    offsets = {value: offset for offset, (value, *_) in enumerate(good + refused)}
+    for letter, (value, key, partition, code) in zip(letters, refused, strict=True):
+        assert letter.reason == code
+        assert (letter.topic, letter.partition, letter.offset) == (INPUT, partition, offsets[value])
+        assert letter.original_key() == key and letter.original_value() == value
+        assert letter.original_sha256 == hashlib.sha256(value).hexdigest()
+        assert letter.original_size == len(value) and not letter.truncated
+    assert w.metric('meterwatch_readings_outcome_total{outcome="refused"}') == len(refused)
+
+
+class HeldAcknowledgements:
+    """The alerts channel as a broker that has not answered yet: each send is delivered to the
+    channel, and its acknowledgement waits until `release()`."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.held: list[asyncio.Future] = []
+        self.released = False
+
+    async def send(self, **message):
+        await self.channel.send(**message)
+        ack = asyncio.get_running_loop().create_future()
+        if self.released:
+            ack.set_result(None)
+        self.held.append(ack)
+        return ack
+
+    def release(self) -> None:
+        self.released = True
+        for ack in self.held:
+            if not ack.done():
+                ack.set_result(None)
+
+    def clone(self, **kwargs):
+        return self.channel.clone(**kwargs)
+
+
+def test_a_state_is_written_only_once_its_alerts_are_acknowledged(bundle, sim_series, tmp_path):
+    """The state records the source offsets it applied (a reading read again after a crash is
+    a duplicate), so it must not outlive an alert it implies: while the broker has not
+    acknowledged a batch's alert, the meter's state is the one before that batch."""
+    series = next(s for s in sim_series[0] if expected_alerts(bundle, [s]))
+    readings = [encode_reading(series.meter_id, int(t) * 1000, float(v), series.category)
+                for t, v in zip(series.timestamps, series.values, strict=True)]
+    where = f"{INPUT}:0"
+
+    async def run():
+        w = Worker(bundle, tmp_path)
+        held = HeldAcknowledgements(w.ctx.outputs.alerts)
+        w.ctx.outputs.alerts = held
+        async with w.agent("score") as agent:
+            for start in range(0, len(readings), 200):
+                value, headers = internal_message(readings[start:start + 200], start)
+                await agent.put(value, headers=headers, wait=False)
+            await w.until(lambda: held.held)
+            waiting = await w.drain("alerts", idle_s=0.2)  # sent, not acknowledged
+            opened = min(int(np.flatnonzero(series.timestamps * 1000 == ms_of(e))[0])
+                         for e in waiting)
+            state = w.ctx.table.get(series.meter_id.encode())
+            before = -1 if state is None else json.loads(state)["o"][where]
+            held.release()
+            await w.until(lambda: w.metric("meterwatch_readings_outcome_total") == len(readings))
+            after = json.loads(w.ctx.table.get(series.meter_id.encode()))["o"][where]
+            return opened, before, after, waiting + await w.drain("alerts")
+
+    opened, before, after, alerts = asyncio.run(run())
+    assert before < opened, (before, opened)  # the alert's batch is not in the state yet
+    assert after == len(readings) - 1
+    got = [json.loads(e.value) for e in alerts]
+    assert {(a["alert_id"], a["status"]) for a in got if a["status"] != "update"} \
+        == expected_alerts(bundle, [series])
+
+
+def ms_of(alert_event) -> int:
+    """Epoch ms of an alert message's last_seen."""
+    from datetime import datetime
+
+    text = json.loads(alert_event.value)["last_seen"].replace("Z", "+00:00")
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
