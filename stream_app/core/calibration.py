@@ -26,10 +26,12 @@ offline (`meterwatch score`) and in the worker's table (`to_bytes` / `from_bytes
   `known`: the time-of-week branch and the dropout rule do not judge it (a meter's first
   Saturday is not compared with its Tuesday).
 
-Tails: the t of a score histogram is the larger of its empirical (1 - p) quantile and an
-exponential tail fitted above its 90th percentile (peaks over threshold: t = q90 + mean
-excess * ln(0.1 / p)); the first holds once weeks of readings show a meter's recurring highs
-(every Monday morning after an idle weekend), the second extrapolates while they do not. The
+Tails: the t of a score histogram is the larger of an exponential tail fitted above its 90th
+percentile (peaks over threshold: t = q90 + mean excess * ln(0.1 / p); for the jump and ratio
+scores in log(1 + |z|), a Pareto tail, which real meters' jumps have) and its empirical
+(1 - p) quantile where at least EMPIRICAL_READINGS readings lie above that: the first
+extrapolates, the second holds once weeks of readings show a meter's recurring highs (every
+Monday morning after an idle weekend) and ignores a single anomaly. The
 histograms learn from all readings, the highest in their top bin, and forget with a memory of
 MEMORY_DAYS; learning a tail from unflagged readings alone would shrink it day after day, since
 each day's highest normal values are the ones flagged.
@@ -43,15 +45,18 @@ Online, at the first reading of each new UTC day, the day before is folded in:
   barely teaches and a persistent level shift still becomes the new normal within weeks (once
   the branch no longer flags it, at the full rate) instead of alerting every week for ever. A
   young hour (seen fewer than YOUNG times) averages its readings, and its band each week's
-  lowest and highest; a mature hour's target is clipped to its band and its band moves with
-  its median. An hour first learned while it was not known (nothing could judge its readings)
-  is provisional: its next day learns from all its readings, so an anomaly on a meter's first
-  Saturday does not make every later Saturday alert. An hour first seen while known (it
+  lowest and highest; a mature hour's band moves with its median. An hour first learned while
+  it was not known (nothing could judge its readings) is provisional: its next day learns from
+  all its readings, so an anomaly on a meter's first Saturday does not make every later
+  Saturday alert. An hour first seen while known (it
   expected the same hour of its kind of day) learns from its unflagged readings only.
 - a warm-up meter's energy-ratio centre and spread and its level learn from all its readings
   (winsorised at WINSOR spreads) during its first CALIBRATION_DAYS, then stay.
 - the largest normal reading grows with unflagged readings, and by FLAGGED_SHARE of the way to
-  a flagged one (a pump's first run after a quiet warm-up is out of range, its fifth is not).
+  a flagged one (a pump's first run after a quiet warm-up is out of range, its fifth is not);
+  a warm-up meter's allowed flat run grows the same way toward a run flagged stuck (two days
+  cannot show the longest flat run of an idle weekend).
+- the jump branch's typical jump per hour of the day follows at most JUMP_RATE a day.
 
 Folding at day boundaries makes the flags independent of how readings are batched: a reading is
 judged with the calibration as it stood at the start of its UTC day.
@@ -72,11 +77,14 @@ import numpy as np
 
 from stream_app.core.evidence import (
     FALSE_RUNS_PER_WEEK,
+    JUMP_BASE,
     MIN_RATIO_SCALE,
     SLOTS,
     WEEK_S,
     MeterProfile,
     hour_of_week,
+    jump_score,
+    jumps,
     log_ratio,
     longest_flat_run,
     profile_span,
@@ -90,15 +98,22 @@ FLAGGED_SHARE = 0.25  # a flagged reading's weight in a mature hour's update
 CALIBRATION_DAYS = 7  # a warm-up meter learns its ratio spread and level in its first week
 MEMORY_DAYS = 28  # the score histograms forget with this memory
 PRIOR_DAYS = 7  # a trained meter's forest histogram starts as this many days of the bundle's
+JUMP_RATE = 0.1  # per day: an hour of the day's typical jump follows change at most this fast
+JUMP_MIN_DAYS = 2  # the jump branch judges once its histogram holds two days of readings
+JUMP_MIN_LIMIT = 4.0  # and never nearer than four typical jumps
 WINSOR = 6.0  # spreads: how far one reading may pull the ratio statistics in calibration
 DEFAULT_RATIO_SCALE = 0.15  # no two warm-up days of one kind: a 15 % energy spread to start
 STUCK_HOUR_S = 3600  # a warm-up meter's allowed flat run: at least an hour, and twice its own
 SEEN_CAP = 255
 RUN_READINGS = 2  # a run of forest flags on normal data is about two readings long
 TAIL_SHARE = 0.1  # the exponential tail is fitted above the 90th percentile
-BINS = 64
-FOREST_BINS = (-4.0, 0.25)  # (lower edge, width) in units of the warm-up's score spread
-RATIO_BINS = (0.0, 0.25)  # in ratio spreads
+EMPIRICAL_READINGS = 8  # the empirical quantile counts once this many readings are above it
+# (a recurring high, every Monday morning, is; one anomaly is not)
+BINS = 64  # the forest-score histogram: edges in the warm-up's score spreads, -4 to 12
+FOREST_EDGES = np.linspace(-4.0, 12.0, BINS + 1)
+Z_BINS = 48  # the ratio and jump histograms: |z| from 0 to 4096 on a log scale (a pump's start
+# can be hundreds of its idle hours' typical jumps; a histogram must reach it)
+Z_EDGES = np.expm1(np.linspace(0.0, np.log1p(4096.0), Z_BINS + 1))
 _ORIGINS = ("bundle", "warmup")
 _SCALARS = struct.Struct("<BBiii" + "d" * 15)
 
@@ -115,27 +130,36 @@ def profile_budget(interval_s: int) -> float:
                TAIL_SHARE / 2)
 
 
-def tail_top(counts: np.ndarray, lo: float, width: float, p: float) -> tuple[float, float]:
+def tail_top(counts: np.ndarray, edges: np.ndarray, p: float, log: bool = False
+             ) -> tuple[float, float]:
     """(mean, t) of a histogram: t is exceeded with probability about p (see the module's
-    docstring: the larger of the empirical quantile and an exponential tail above q90)."""
+    docstring: the larger of an exponential tail above q90 and the empirical quantile). With
+    `log`, the tail is exponential in log(1 + x) (a Pareto tail: the jumps and energy ratios
+    of real meters have one). While the histogram holds fewer than 1 / p readings, t is taken
+    at p * (readings * p): a tail guessed from few readings asks for more."""
     counts = np.asarray(counts, np.float64)
     total = counts.sum()
-    centers = lo + width * (np.arange(len(counts)) + 0.5)
-    mean = float((counts * centers).sum() / total)
+    p = p * min(1.0, total * p)
+    x = np.log1p(edges) if log else np.asarray(edges, np.float64)
+    centers = (x[:-1] + x[1:]) / 2
+    mean = float((counts * (edges[:-1] + edges[1:]) / 2).sum() / total)
     above = np.cumsum(counts[::-1])[::-1]  # weight in this bin or higher
     k = int(np.flatnonzero(above >= TAIL_SHARE * total)[-1])
-    q = lo + width * k
+    q = float(x[k])
     tail = counts[k:]
-    excess = max(float((tail * (centers[k:] - q)).sum() / max(tail.sum(), 1e-12)), width / 2)
+    excess = max(float((tail * (centers[k:] - q)).sum() / max(tail.sum(), 1e-12)),
+                 float(x[k + 1] - x[k]) / 2)
     exponential = q + excess * np.log(float(above[k] / total) / p)
-    beyond = np.flatnonzero(above > p * total)
-    empirical = lo + width * (int(beyond[-1]) + 1)  # the upper edge of the quantile's bin
+    exponential = float(np.expm1(exponential)) if log else exponential
+    beyond = np.flatnonzero(above > max(p * total, EMPIRICAL_READINGS))
+    empirical = float(edges[int(beyond[-1]) + 1]) if len(beyond) else -np.inf
     return mean, max(exponential, empirical)
 
 
-def _add(counts: np.ndarray, values: np.ndarray, lo: float, width: float) -> np.ndarray:
-    k = np.clip(np.floor((values - lo) / width), 0, BINS - 1).astype(np.int64)
-    return (counts.astype(np.float32) + np.bincount(k, minlength=BINS)).astype(np.float16)
+def _add(counts: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    k = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(counts) - 1)
+    return (counts.astype(np.float32) + np.bincount(k, minlength=len(counts))).astype(
+        np.float16)
 
 
 def _quantise(a: np.ndarray, scale: float) -> np.ndarray:
@@ -168,7 +192,7 @@ class MeterCalibration:
     f_mu0: float = 0.0  # the forest histogram's origin and unit (the warm-up's mean, spread)
     f_sd0: float = 1.0
     f_hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.float16))
-    r_hist: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.float16))
+    r_hist: np.ndarray = field(default_factory=lambda: np.zeros(Z_BINS, np.float16))
     f_budget: float = 1e-3  # forest_budget / profile_budget of the meter's interval
     r_budget: float = 1e-2
     days: int = 0  # days folded since calibration
@@ -177,8 +201,10 @@ class MeterCalibration:
     hour_n: np.ndarray = field(default_factory=lambda: _zeros(np.uint16))
     flag_sum: np.ndarray = field(default_factory=lambda: _zeros(np.float32))  # flagged
     flag_n: np.ndarray = field(default_factory=lambda: _zeros(np.uint16))
-    hour_min: np.ndarray = field(default_factory=lambda: np.full(24, np.inf, np.float32))
-    hour_max: np.ndarray = field(default_factory=lambda: np.full(24, -np.inf, np.float32))
+    # the day's lowest and highest unflagged reading per hour, float16 relative to the
+    # largest normal reading (constant within a day)
+    hour_min: np.ndarray = field(default_factory=lambda: np.full(24, np.inf, np.float16))
+    hour_max: np.ndarray = field(default_factory=lambda: np.full(24, -np.inf, np.float16))
     day_max: float = 0.0  # the day's largest unflagged and flagged reading
     flag_max: float = 0.0
     r_n: float = 0.0  # the day's energy ratios, during calibration
@@ -188,23 +214,36 @@ class MeterCalibration:
     # (Detector.forest_scores maps them onto the bundle's)
     feat_center: np.ndarray | None = None
     feat_scale: np.ndarray | None = None
+    # the jump branch (evidence.jumps): the typical |jump| per hour of the day, how many days
+    # taught it, the scores' histogram and the day's unflagged jumps
+    jump_scale: np.ndarray = field(default_factory=lambda: np.full(24, np.nan, np.float32))
+    jump_days: np.ndarray = field(default_factory=lambda: _zeros(np.uint8))
+    j_hist: np.ndarray = field(default_factory=lambda: np.zeros(Z_BINS, np.float16))
+    jump_sum: np.ndarray = field(default_factory=lambda: _zeros(np.float32))
+    jump_n: np.ndarray = field(default_factory=lambda: _zeros(np.uint16))
+    jump_limit: float = float("inf")
+    day_stuck: int = 0  # the day's longest run flagged stuck
 
     # ---- construction --------------------------------------------------------------------
 
     @classmethod
     def from_bundle(cls, profile: MeterProfile | None, score_mean: float, score_std: float,
-                    interval_s: int) -> MeterCalibration:
+                    interval_s: int, recent: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> MeterCalibration:
         """A meter the bundle was trained on: its profile, every hour known and well seen; its
         forest scores start from the bundle's normal scores of its category (a normal
         distribution of PRIOR_DAYS' weight) and then learn the meter's own."""
         cal = cls("bundle", profile, np.full(SLOTS, SEEN_CAP, np.uint8),
                   f_mu0=score_mean, f_sd0=score_std, f_budget=forest_budget(interval_s))
-        centers = FOREST_BINS[0] + FOREST_BINS[1] * (np.arange(BINS) + 0.5)
+        centers = (FOREST_EDGES[:-1] + FOREST_EDGES[1:]) / 2
         prior = np.exp(-0.5 * centers ** 2)
         weight = PRIOR_DAYS * DAY_S / interval_s
         cal.f_hist = (prior / prior.sum() * weight).astype(np.float16)
         cal._forest_from_hist()
         if profile is not None:
+            cal.profile = profile
+            if recent is not None:
+                cal._start_jumps(*recent)
             cal.profile = cal._rounded(profile)
         return cal
 
@@ -222,7 +261,7 @@ class MeterCalibration:
         if forest_scores is not None and len(forest_scores) >= 10:
             s = np.asarray(forest_scores, np.float64)
             cal.f_mu0, cal.f_sd0 = float(s.mean()), max(float(s.std()), min_std)
-            cal.f_hist = _add(cal.f_hist, (s - cal.f_mu0) / cal.f_sd0, *FOREST_BINS)
+            cal.f_hist = _add(cal.f_hist, (s - cal.f_mu0) / cal.f_sd0, FOREST_EDGES)
             cal._forest_from_hist()
         if not with_profile:
             return cal
@@ -237,10 +276,42 @@ class MeterCalibration:
         cal.profile = MeterProfile(stats[0], stats[1], stats[2], level, float(x.max()),
                                    allowed, center, scale, 0.0)
         if len(ratios):
-            cal.r_hist = _add(cal.r_hist, np.abs(ratios - center) / scale, *RATIO_BINS)
+            cal.r_hist = _add(cal.r_hist, np.abs(ratios - center) / scale, Z_EDGES)
         cal._fill_unseen()
+        cal._start_jumps(x, ts)
         cal.profile = cal._own_ratio_limit(cal._rounded(cal.profile))
         return cal
+
+    def _start_jumps(self, x: np.ndarray, ts: np.ndarray) -> None:
+        """The typical jump per hour of the day, and the histogram, from consecutive readings."""
+        if len(x) <= JUMP_BASE:
+            return
+        rows = np.lib.stride_tricks.sliding_window_view(x, JUMP_BASE + 1)
+        expected = np.lib.stride_tricks.sliding_window_view(
+            self.profile.median[hour_of_week(ts)], JUMP_BASE + 1)
+        hour = (ts[JUMP_BASE:] % DAY_S) // 3600
+        resid = jumps(rows, expected, np.full(len(rows), self.profile.level))[1]
+        for h in np.unique(hour):
+            self.jump_scale[h] = np.float32(resid[hour == h].mean())
+            self.jump_days[h] = 1
+        self._fill_jumps()
+        z = jump_score(resid, self.jump_scale[hour])
+        self.j_hist = _add(self.j_hist, z, Z_EDGES)
+        self._jump_limit()
+
+    def _fill_jumps(self) -> None:
+        known = self.jump_days > 0
+        if known.any() and not known.all():
+            self.jump_scale[~known] = np.float32(np.median(self.jump_scale[known]))
+
+    def _jump_limit(self) -> None:
+        weight = float(np.asarray(self.j_hist, np.float64).sum())
+        if weight * self.f_budget < RUN_READINGS * FALSE_RUNS_PER_WEEK * JUMP_MIN_DAYS * DAY_S \
+                / WEEK_S:
+            self.jump_limit = float("inf")
+            return
+        self.jump_limit = max(tail_top(self.j_hist, Z_EDGES, self.f_budget, log=True)[1],
+                              JUMP_MIN_LIMIT)
 
     # ---- the decision's view -------------------------------------------------------------
 
@@ -266,26 +337,37 @@ class MeterCalibration:
             self.day = int(day)
 
     def observe(self, last: np.ndarray, ts_s: np.ndarray, flagged: np.ndarray,
-                score: np.ndarray, ratio: np.ndarray | None) -> None:
+                score: np.ndarray, ratio: np.ndarray | None, jump: np.ndarray | None = None,
+                jump_z: np.ndarray | None = None, stuck_run: np.ndarray | None = None) -> None:
         """Accumulate judged readings of the current day: the newest reading of each row
-        (kWh), its time, whether it was flagged, its forest score and its span's log ratio."""
+        (kWh), its time, whether it was flagged, its forest score, its span's log ratio, its
+        |jump| (kWh) and jump score, and its flat run where the stuck rule flagged it."""
         last = np.asarray(last, np.float64)
         bad = np.asarray(flagged, bool)
         hour = (np.asarray(ts_s, np.int64) % DAY_S) // 3600
+        if jump is not None:
+            ok = ~bad & np.isfinite(jump)
+            np.add.at(self.jump_sum, hour[ok], np.asarray(jump)[ok].astype(np.float32))
+            np.add.at(self.jump_n, hour[ok], 1)
+            z = np.asarray(jump_z, np.float64)
+            self.j_hist = _add(self.j_hist, z[np.isfinite(z)], Z_EDGES)
+        if stuck_run is not None and len(stuck_run):
+            self.day_stuck = max(self.day_stuck, int(np.max(stuck_run)))
         for mask, sums, counts in ((~bad, self.hour_sum, self.hour_n),
                                    (bad, self.flag_sum, self.flag_n)):
             if mask.any():
                 np.add.at(sums, hour[mask], last[mask].astype(np.float32))
                 np.add.at(counts, hour[mask], 1)
         if (~bad).any():
-            np.minimum.at(self.hour_min, hour[~bad], last[~bad].astype(np.float32))
-            np.maximum.at(self.hour_max, hour[~bad], last[~bad].astype(np.float32))
+            rel = (last[~bad] / self._scale()).astype(np.float16)
+            np.minimum.at(self.hour_min, hour[~bad], rel)
+            np.maximum.at(self.hour_max, hour[~bad], rel)
             self.day_max = max(self.day_max, float(last[~bad].max()))
         if bad.any():
             self.flag_max = max(self.flag_max, float(last[bad].max()))
         if self.own_forest:
             self.f_hist = _add(self.f_hist, (np.asarray(score, np.float64) - self.f_mu0)
-                               / self.f_sd0, *FOREST_BINS)
+                               / self.f_sd0, FOREST_EDGES)
         if self.origin != "warmup":
             return
         p = self.profile
@@ -295,7 +377,7 @@ class MeterCalibration:
         r = r[np.isfinite(r)]
         if len(r) == 0:
             return
-        self.r_hist = _add(self.r_hist, np.abs(r - p.ratio_center) / p.ratio_scale, *RATIO_BINS)
+        self.r_hist = _add(self.r_hist, np.abs(r - p.ratio_center) / p.ratio_scale, Z_EDGES)
         if self.calibrating:
             c, sc = p.ratio_center, p.ratio_scale
             r = c + np.clip((r - c) / sc, -WINSOR, WINSOR) * sc
@@ -306,15 +388,15 @@ class MeterCalibration:
     # ---- learning --------------------------------------------------------------------------
 
     def _forest_from_hist(self) -> None:
-        mean, t = tail_top(self.f_hist, *FOREST_BINS, self.f_budget)
+        mean, t = tail_top(self.f_hist, FOREST_EDGES, self.f_budget)
         self.forest_mean = self.f_mu0 + mean * self.f_sd0
         self.forest_top = self.forest_mean + max((t - mean) * self.f_sd0, 1e-9)
 
     def _own_ratio_limit(self, p: MeterProfile) -> MeterProfile:
         if float(np.asarray(self.r_hist, np.float64).sum()) <= 0:
             return p
-        return replace(p, ratio_limit=float(tail_top(self.r_hist, *RATIO_BINS,
-                                                     self.r_budget)[1]))
+        return replace(p, ratio_limit=float(tail_top(self.r_hist, Z_EDGES, self.r_budget,
+                                                     log=True)[1]))
 
     def _fold(self) -> None:
         p = self.profile
@@ -341,7 +423,23 @@ class MeterCalibration:
             top = max(p.max_value, self.day_max)
             if self.flag_max > top:
                 top += FLAGGED_SHARE * (self.flag_max - top)
-            self.profile = replace(p, max_value=top)
+            run = p.max_run
+            if self.origin == "warmup" and self.day_stuck > run:  # the allowed run of a meter
+                # known for two days grows toward a flagged one (a trained meter's is a year's)
+                run += max(1, int(np.ceil(FLAGGED_SHARE * (self.day_stuck - run))))
+            self.profile = replace(p, max_value=top, max_run=run)
+            hours = self.jump_n > 0
+            if hours.any():
+                days = self.jump_days[hours].astype(np.float64)
+                a = np.maximum(1.0 / (days + 1.0), JUMP_RATE)
+                mean = self.jump_sum[hours] / self.jump_n[hours]
+                old = np.where(np.isfinite(self.jump_scale[hours]), self.jump_scale[hours], mean)
+                self.jump_scale[hours] = (old + a * (mean - old)).astype(np.float32)
+                self.jump_days[hours] = np.minimum(self.jump_days[hours].astype(np.int64) + 1,
+                                                   SEEN_CAP)
+                self._fill_jumps()
+            self.j_hist = (self.j_hist.astype(np.float32) * forget).astype(np.float16)
+            self._jump_limit()
             if self.origin == "warmup":
                 self._fill_unseen()
                 self.profile = self._own_ratio_limit(self.profile)
@@ -353,6 +451,9 @@ class MeterCalibration:
         self.hour_max[:] = -np.inf
         self.day_max = self.flag_max = 0.0
         self.r_n = self.r_sum = self.r_abs = 0.0
+        self.jump_sum[:] = 0
+        self.jump_n[:] = 0
+        self.day_stuck = 0
 
     def _fold_profile(self, p: MeterProfile) -> MeterProfile:
         hours = np.flatnonzero((self.hour_n.astype(np.int64) + self.flag_n) > 0)
@@ -372,13 +473,12 @@ class MeterCalibration:
             return p
         self.provisional[slots] = (seen == 0) & ~known
         mean = (self.hour_sum[hours] + share * self.flag_sum[hours]) / weight
-        lo = np.where(n_ok > 0, self.hour_min[hours].astype(np.float64), mean)
-        hi = np.where(n_ok > 0, self.hour_max[hours].astype(np.float64), mean)
+        lo = np.where(n_ok > 0, self.hour_min[hours].astype(np.float64) * self._scale(), mean)
+        hi = np.where(n_ok > 0, self.hour_max[hours].astype(np.float64) * self._scale(), mean)
         median, lower, upper = p.median.copy(), p.lower.copy(), p.upper.copy()
         new, young = seen == 0, seen < YOUNG
         a = np.maximum(1.0 / (seen + 1.0), PROFILE_RATE) * weight / (n_ok + n_bad)
-        target = np.where(young, mean, np.clip(mean, lower[slots], upper[slots]))
-        delta = np.where(new, target - median[slots], a * (target - median[slots]))
+        delta = np.where(new, mean - median[slots], a * (mean - median[slots]))
         lower[slots] = np.where(new, lo, np.where(young, lower[slots] + a * (lo - lower[slots]),
                                                   lower[slots] + delta))
         upper[slots] = np.where(new, hi, np.where(young, upper[slots] + a * (hi - upper[slots]),
@@ -413,9 +513,14 @@ class MeterCalibration:
         self.profile = replace(p, median=median, lower=lower, upper=upper,
                                known=known.reshape(SLOTS))
 
-    @staticmethod
-    def _rounded(p: MeterProfile) -> MeterProfile:
+    def _scale(self) -> float:
+        return max(self.profile.max_value, 1e-9) if self.profile is not None else 1.0
+
+    def _rounded(self, p: MeterProfile) -> MeterProfile:
+        """p and the typical jumps as the bytes hold them (float16 of a share of p's largest
+        normal reading)."""
         scale = max(p.max_value, 1e-9)
+        self.jump_scale = _quantise(self.jump_scale, scale).astype(np.float32)
         return replace(p, median=_quantise(p.median, scale), lower=_quantise(p.lower, scale),
                        upper=_quantise(p.upper, scale))
 
@@ -434,15 +539,20 @@ class MeterCalibration:
                  np.packbits(self.provisional).tobytes()]
         parts += [a.astype(dt).tobytes() for a, dt in (
             (self.hour_sum, "<f4"), (self.hour_n, "<u2"), (self.flag_sum, "<f4"),
-            (self.flag_n, "<u2"), (self.hour_min, "<f4"), (self.hour_max, "<f4"))]
+            (self.flag_n, "<u2"), (self.hour_min, "<f2"), (self.hour_max, "<f2"))]
         parts.append(self.f_hist.astype("<f2").tobytes())
+        parts += [np.float16(self.jump_scale.astype(np.float64) / self._scale()).astype("<f2").tobytes(),
+                  self.jump_days.astype("u1").tobytes(),
+                  self.j_hist.astype("<f2").tobytes(), self.jump_sum.astype("<f4").tobytes(),
+                  self.jump_n.astype("<u2").tobytes(),
+                  struct.pack("<di", self.jump_limit, self.day_stuck)]
         if self.origin == "warmup":
             parts.append(self.r_hist.astype("<f2").tobytes())
             feats = 0 if self.feat_center is None else len(self.feat_center)
             parts.append(struct.pack("<H", feats))
             if feats:
-                parts += [self.feat_center.astype("<f4").tobytes(),
-                          self.feat_scale.astype("<f4").tobytes()]
+                parts += [self.feat_center.astype("<f2").tobytes(),
+                          self.feat_scale.astype("<f2").tobytes()]
         if p is not None:
             scale = max(p.max_value, 1e-9)
             parts += [np.float16(a / scale).astype("<f2").tobytes()
@@ -471,16 +581,23 @@ class MeterCalibration:
         hour_sum, hour_n, flag_sum, flag_n, hour_min, hour_max = (
             take(dt, 24).astype(t) for dt, t in (
                 ("<f4", np.float32), ("<u2", np.uint16), ("<f4", np.float32),
-                ("<u2", np.uint16), ("<f4", np.float32), ("<f4", np.float32)))
+                ("<u2", np.uint16), ("<f2", np.float16), ("<f2", np.float16)))
         origin = _ORIGINS[bits & 1]
-        r_hist = np.zeros(BINS, np.float16)
+        r_hist = np.zeros(Z_BINS, np.float16)
         center = spread = None
         f_hist = take("<f2", BINS).astype(np.float16)
+        jump_rel = take("<f2", 24).astype(np.float64)
+        jump_days = take("u1", 24).astype(np.uint8)
+        j_hist = take("<f2", Z_BINS).astype(np.float16)
+        jump_sum = take("<f4", 24).astype(np.float32)
+        jump_n = take("<u2", 24).astype(np.uint16)
+        jump_limit, day_stuck = struct.unpack_from("<di", data, at)
+        at += 12
         if origin == "warmup":
-            r_hist = take("<f2", BINS).astype(np.float16)
+            r_hist = take("<f2", Z_BINS).astype(np.float16)
             feats = int(take("<u2", 1)[0])
             if feats:
-                center, spread = (take("<f4", feats).astype(np.float32) for _ in range(2))
+                center, spread = (take("<f2", feats).astype(np.float16) for _ in range(2))
         profile = None
         if bits & 2:
             scale = max(max_value, 1e-9)
@@ -489,16 +606,19 @@ class MeterCalibration:
             known = np.unpackbits(take("u1", SLOTS // 8))[:SLOTS].astype(bool)
             profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl,
                                    known)
+        jump_scale = (jump_rel * (max(max_value, 1e-9) if profile is not None else 1.0)).astype(
+            np.float32)
         return cls(origin, profile, seen, provisional, fm, ftop, mu0, sd0, f_hist, r_hist, fb,
                    rb, days, day, hour_sum, hour_n, flag_sum, flag_n, hour_min, hour_max, dmax,
-                   fmax, rn, rsum, rabs, center, spread)
+                   fmax, rn, rsum, rabs, center, spread, jump_scale, jump_days, j_hist, jump_sum,
+                   jump_n, jump_limit, day_stuck)
 
     def to_text(self) -> str:
-        return base64.b64encode(self.to_bytes()).decode("ascii")
+        return base64.b85encode(self.to_bytes()).decode("ascii")
 
     @classmethod
     def from_text(cls, text: str) -> MeterCalibration:
-        return cls.from_bytes(base64.b64decode(text))
+        return cls.from_bytes(base64.b85decode(text))
 
 
 def _day_against_day(x: np.ndarray, ts: np.ndarray, interval_s: int, level: float

@@ -43,6 +43,8 @@ MIN_RATIO_SCALE = 0.02  # a 2 % energy difference is never many spreads away
 FALSE_RUNS_PER_WEEK = 0.25  # the branch's limits: about one flagged run a month on normal data
 PROFILE_SPAN_S = 3 * 3600  # the profile branch compares the energy of the last three hours
 FAULT_KINDS = ("stuck", "dropout", "out_of_range")
+JUMP_BASE = 4  # a reading's jump is taken against the median of the four readings before it
+JUMP_FLOOR = 0.02  # a jump's spread is at least 2 % (in log units)
 
 
 def hour_of_week(ts_s: np.ndarray) -> np.ndarray:
@@ -210,12 +212,17 @@ class Evidence:
     fault_limit: np.ndarray  # stuck: run vs allowed run; dropout: the hour's usual floor vs
     # the near-zero bound (kWh); out_of_range: excursion vs OUT_OF_RANGE_FACTOR normal ones
     ratio: np.ndarray | None = None  # (n,) the span's log energy ratio (NaN: not judged)
+    jump_score: np.ndarray | None = None  # (n,) the newest reading's jump (`jumps`), NaN: none
+    jump_limit: np.ndarray | None = None  # the meter's own limit (inf: not learned yet)
+    jump_base: np.ndarray | None = None  # the reading the ones before predict (kWh)
+    jump_size: np.ndarray | None = None  # the jump's size (log units, `jump_size`)
 
     @classmethod
     def empty(cls, n: int) -> Evidence:
         nan = np.full(n, np.nan)
         return cls(nan.copy(), np.full(n, np.inf), np.zeros(n, bool), nan.copy(), nan.copy(),
-                   [""] * n, [""] * n, np.zeros(n), np.ones(n), nan.copy())
+                   [""] * n, [""] * n, np.zeros(n), np.ones(n), nan.copy(), nan.copy(),
+                   np.full(n, np.inf), nan.copy(), nan.copy())
 
     def put(self, rows: np.ndarray, part: Evidence) -> None:
         """Copy `part`'s rows into rows `rows` of this one (the decision's waves)."""
@@ -299,6 +306,30 @@ def _faults(values, t, table: ProfileTable, lower):
         why[k] = (f"out_of_range: {last[k]:g} kWh, the largest normal reading is "
                   f"{max_value[k]:.3g} kWh")
     return fault, why, measure, bound
+
+
+def jumps(values: np.ndarray, expected: np.ndarray, level: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor, size) of each row's newest reading's jump. Its departure from the profile,
+    log((reading + c) / (expected + c)) with `expected` the profile's median at each of the
+    row's last JUMP_BASE + 1 readings and c as in the energy ratio, is compared with the median
+    departure of the JUMP_BASE readings before it: a scheduled ramp (the profile's own step
+    from one hour to the next) is no jump, and a day that runs 10 % high runs 10 % high
+    through its steps. size = |that difference| (log units); anchor = the reading the ones
+    before predict (kWh). `jump_score` makes a robust z of it: a short-lived departure (a
+    spike, a dip, a burst of noise) that a three-hour energy ratio dilutes and a window's
+    reconstruction hides where the meter's day is loud."""
+    values = np.asarray(values, dtype=np.float64)[:, -JUMP_BASE - 1:]
+    c = np.maximum(RATIO_OFFSET * np.asarray(level, dtype=np.float64), 1e-9)
+    expected = np.asarray(expected, dtype=np.float64)
+    resid = np.log((values + c[:, None]) / (expected + c[:, None]))
+    base = np.median(resid[:, :-1], axis=1)
+    return (expected[:, -1] + c) * np.exp(base) - c, np.abs(resid[:, -1] - base)
+
+
+def jump_score(size: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """size / (1.2533 x the hour's mean jump size + JUMP_FLOOR): a robust z."""
+    return np.asarray(size, np.float64) / (1.2533 * np.asarray(scale, np.float64) + JUMP_FLOOR)
 
 
 def alert_kind(branch: str) -> str:

@@ -32,7 +32,17 @@ import numpy as np
 
 from stream_app.core.calibration import DAY_S, MeterCalibration
 from stream_app.core.dtw import dtw_batch
-from stream_app.core.evidence import Evidence, MeterProfile, ProfileTable, alert_kind, assess
+from stream_app.core.evidence import (
+    JUMP_BASE,
+    Evidence,
+    MeterProfile,
+    ProfileTable,
+    alert_kind,
+    assess,
+    hour_of_week,
+    jump_score,
+    jumps,
+)
 from stream_app.core.inference import Reconstructor
 from stream_app.core.meter_window import MeterHistory
 from stream_app.core.model_bundle import Bundle
@@ -73,6 +83,12 @@ class RowContext:
     # per row: its meter's calibration (rows of one meter share one object and come in time
     # order); None: the bundle's profiles and statistics, nothing learned (benchmarks)
     calibrations: Sequence[MeterCalibration] | None = None
+
+
+def _recent(history: MeterHistory) -> tuple[np.ndarray, np.ndarray]:
+    """The readings a history holds (kWh) and their timestamps."""
+    values = np.asarray(history.values, dtype=np.float64)
+    return values, history.last_ts - np.arange(len(values) - 1, -1, -1) * history.interval_s
 
 
 def reconstruction_errors(
@@ -203,28 +219,26 @@ class Detector:
             limits = self.bundle.limits
             mean, std = limits.category_stats.get(category, (limits.score_mean, limits.score_std))
             return MeterCalibration.from_bundle(self.bundle.profile_for(meter_id), mean, std,
-                                                history.interval_s)
+                                                history.interval_s, _recent(history))
         warmup = history.take_warmup()
         if warmup is None:
-            values = np.asarray(history.values, dtype=np.float64)
-            warmup = values, history.last_ts - np.arange(len(values) - 1, -1, -1) * \
-                history.interval_s
+            warmup = _recent(history)
         values, ts = warmup
         z = history.normaliser.apply(values).astype(np.float32)
         w = self.bundle.max_window
         scores, center, spread = None, None, None
         if len(z) >= w + MIN_WARMUP_WINDOWS:
             windows = self.trailing_windows(np.lib.stride_tricks.sliding_window_view(z, w))
-            center, spread = self.own_features(windows)
+            center, spread = (v.astype(np.float16) for v in self.own_features(windows))
             probe = MeterCalibration("warmup", None, np.zeros(0), feat_center=center,
                                      feat_scale=spread)
             scores = self.forest_scores(windows, [probe] * (len(z) - w + 1))[2]
         cal = MeterCalibration.from_warmup(values, ts, history.interval_s, scores,
                                            MIN_STD_SHARE * self.bundle.limits.score_std,
                                            with_profile=self.has_evidence)
-        if scores is not None:
-            cal.feat_center = center.astype(np.float32)
-            cal.feat_scale = spread.astype(np.float32)
+        if scores is not None:  # float16: what the state's bytes hold
+            cal.feat_center = center.astype(np.float16)
+            cal.feat_scale = spread.astype(np.float16)
         return cal
 
     def score_batch(self, windows: dict[int, np.ndarray], categories: Sequence[str],
@@ -243,8 +257,12 @@ class Detector:
                         self.bundle.profiles, context.meter_ids, self.profile_limit)
             fault, profile_flag = ev.fault, ev.profile_flag
             profiles = tuple(self.bundle.profile_for(m) for m in context.meter_ids)
-        branch = tuple(f or ("forest" if ff else "profile" if pf else "")
-                       for f, ff, pf in zip(fault, forest_flag, profile_flag, strict=True))
+        jump_flag = np.zeros(n, dtype=bool)
+        if ev is not None and ev.jump_score is not None:
+            jump_flag = np.nan_to_num(ev.jump_score, nan=0.0) > ev.jump_limit
+        branch = tuple(f or ("forest" if ff else "profile" if pf else "jump" if jf else "")
+                       for f, ff, pf, jf in zip(fault, forest_flag, profile_flag, jump_flag,
+                                                strict=True))
         flagged = np.asarray([b != "" for b in branch], dtype=bool)
         return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, branch, ev,
                            profiles)
@@ -287,12 +305,35 @@ class Detector:
                                  self.profile_limit, owner)
                 ev.put(rows, part_ev)
                 flags |= part_ev.profile_flag | np.asarray([f != "" for f in part_ev.fault])
+                hour = (ts[rows] % DAY_S) // 3600
+                back = np.arange(JUMP_BASE, -1, -1, dtype=np.int64)
+                slots = hour_of_week(ts[rows, None] - back * intervals[rows, None])
+                expected = table.median[np.maximum(owner, 0)[:, None], slots]
+                known = table.known[np.maximum(owner, 0)[:, None], slots].all(axis=1)
+                scale, level = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+                limits = np.full(len(rows), np.inf)
+                at = 0
+                for cal, part in wave:
+                    k = slice(at, at + len(part))
+                    if cal.profile is not None:
+                        scale[k], level[k] = cal.jump_scale[hour[k]], cal.profile.level
+                        limits[k] = cal.jump_limit
+                    at += len(part)
+                base, size = jumps(values[rows], expected, level)
+                size = np.where(known, size, np.nan)  # an hour not known yet is not judged
+                jz = jump_score(size, scale)
+                ev.jump_size[rows] = size
+                ev.jump_score[rows], ev.jump_limit[rows], ev.jump_base[rows] = jz, limits, base
+                flags |= np.nan_to_num(jz, nan=0.0) > limits
             at = 0
             for cal, part in wave:
                 for r in part.tolist():
                     profiles[r] = cal.profile
-                cal.observe(values[part, -1], ts[part], flags[at:at + len(part)], score[part],
-                            ev.ratio[part])
+                k = slice(at, at + len(part))
+                stuck = np.asarray([ev.fault[r] == "stuck" for r in part.tolist()])
+                cal.observe(values[part, -1], ts[part], flags[k], score[part], ev.ratio[part],
+                            ev.jump_size[part], ev.jump_score[part],
+                            ev.fault_score[part][stuck] if stuck.any() else None)
                 at += len(part)
         return ev, tuple(profiles)
 
@@ -325,6 +366,10 @@ class Detector:
             return (f"time of week: the last readings are {ev.profile_score[row]:.1f} spreads "
                     f"from this hour's usual {ev.expected[row]:.3g} kWh (limit "
                     f"{ev.profile_limit[row]:.1f})")
+        if branch == "jump":
+            return (f"jump: {ev.jump_score[row]:.1f} typical jumps at this hour from the "
+                    f"{ev.jump_base[row]:.3g} kWh the readings before lead to expect (limit "
+                    f"{ev.jump_limit[row]:.1f})")
         return ev.fault_reason[row]
 
     def expected_readings(

@@ -207,6 +207,8 @@ class StreamScorer:
         ev = scores.evidence
         if branch == "profile":  # the branch's own z (spreads from the usual) and its limit
             zscore, threshold = round(float(ev.profile_score[k]), 4), float(ev.profile_limit[k])
+        elif branch == "jump":  # the jump's score (typical jumps) and the meter's limit
+            zscore, threshold = round(float(ev.jump_score[k]), 4), float(ev.jump_limit[k])
         elif branch in FAULT_KINDS:  # the rule's measure and the bound it crossed
             zscore, threshold = round(float(ev.fault_score[k]), 4), float(ev.fault_limit[k])
         lower = upper = ()
