@@ -31,7 +31,7 @@ import math
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
 from functools import cache
 from types import MappingProxyType
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -393,11 +393,14 @@ def _parse_object(cls: type, node: Any, where: str, depth: int) -> Any:
     unknown = [k for k in node if k not in hints]
     if unknown:
         raise BundleError(f"manifest has unknown field '{_join(where, unknown[0])}'")
-    missing = [name for name in hints if name not in node]
+    # a field with a default is the class's own (e.g. a profile's runtime state): optional
+    optional = {f.name for f in fields(cls)
+                if f.default is not MISSING or f.default_factory is not MISSING}
+    missing = [name for name in hints if name not in node and name not in optional]
     if missing:
         raise BundleError(f"manifest lacks field '{_join(where, missing[0])}'")
     values = {name: _parse(tp, node[name], _join(where, name), depth + 1)
-              for name, tp in hints.items()}
+              for name, tp in hints.items() if name in node}
     if issubclass(cls, _Section):
         return cls(**values)
     try:  # a class with its own codec (MeterProfile, Normaliser)
