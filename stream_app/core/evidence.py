@@ -28,6 +28,7 @@ meter, kWh, ending at the reading scored) and pure numpy. Higher branch score = 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -75,6 +76,7 @@ def longest_flat_run(values: np.ndarray) -> int:
 class MeterProfile:
     """One meter's normal, learned from its training readings (kWh per reading)."""
 
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("known",)  # kept in state, never in a manifest
     median: np.ndarray  # (168,) per hour of the week
     lower: np.ndarray  # (168,) 5th percentile
     upper: np.ndarray  # (168,) 95th percentile

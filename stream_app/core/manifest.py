@@ -31,7 +31,7 @@ import math
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import cache
 from types import MappingProxyType
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -393,9 +393,8 @@ def _parse_object(cls: type, node: Any, where: str, depth: int) -> Any:
     unknown = [k for k in node if k not in hints]
     if unknown:
         raise BundleError(f"manifest has unknown field '{_join(where, unknown[0])}'")
-    # a field with a default is the class's own (e.g. a profile's runtime state): optional
-    optional = {f.name for f in fields(cls)
-                if f.default is not MISSING or f.default_factory is not MISSING}
+    # a codec class's runtime-only fields (e.g. a profile's known hours) are not in the manifest
+    optional = set(getattr(cls, "RUNTIME_FIELDS", ()))
     missing = [name for name in hints if name not in node and name not in optional]
     if missing:
         raise BundleError(f"manifest lacks field '{_join(where, missing[0])}'")
