@@ -28,6 +28,7 @@ meter, kWh, ending at the reading scored) and pure numpy. Higher branch score = 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,6 +44,8 @@ MIN_RATIO_SCALE = 0.02  # a 2 % energy difference is never many spreads away
 FALSE_RUNS_PER_WEEK = 0.25  # the branch's limits: about one flagged run a month on normal data
 PROFILE_SPAN_S = 3 * 3600  # the profile branch compares the energy of the last three hours
 FAULT_KINDS = ("stuck", "dropout", "out_of_range")
+JUMP_BASE = 4  # a reading's jump is taken against the median of the four readings before it
+JUMP_FLOOR = 0.02  # a jump's spread is at least 2 % (in log units)
 
 
 def hour_of_week(ts_s: np.ndarray) -> np.ndarray:
@@ -60,7 +63,7 @@ def budget_quantile(interval_s: int) -> float:
     return max(0.5, 1 - FALSE_RUNS_PER_WEEK * profile_span(interval_s) * interval_s / WEEK_S)
 
 
-def _longest_flat_run(values: np.ndarray) -> int:
+def longest_flat_run(values: np.ndarray) -> int:
     """Longest run of identical consecutive non-zero readings (0 for no readings)."""
     if len(values) == 0:
         return 0
@@ -73,6 +76,7 @@ def _longest_flat_run(values: np.ndarray) -> int:
 class MeterProfile:
     """One meter's normal, learned from its training readings (kWh per reading)."""
 
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("known",)  # kept in state, never in a manifest
     median: np.ndarray  # (168,) per hour of the week
     lower: np.ndarray  # (168,) 5th percentile
     upper: np.ndarray  # (168,) 95th percentile
@@ -83,6 +87,9 @@ class MeterProfile:
     ratio_scale: float = 1.0  # and its robust spread
     ratio_limit: float = 0.0  # the meter's own limit for the branch (a meter of irregular
     # weeks needs a wider one); the bundle's limit applies where it is higher
+    known: np.ndarray | None = None  # (168,) bool: hours of the week whose expectation rests on
+    # readings of that hour or of the same kind of day (None: all); the branch and the dropout
+    # rule do not judge an hour that is not known (stream_app.core.calibration)
 
     @classmethod
     def fit(cls, values: np.ndarray, ts_s: np.ndarray, good: np.ndarray | None = None
@@ -102,7 +109,7 @@ class MeterProfile:
                 pick = normal
             stats[:, s] = np.quantile(pick, (0.5, 0.05, 0.95))
         profile = cls(stats[0], stats[1], stats[2], float(np.median(normal)),
-                      float(normal.max()), _longest_flat_run(normal))
+                      float(normal.max()), longest_flat_run(normal))
         interval = max(int(np.median(np.diff(ts))), 1) if len(ts) > 1 else WEEK_S
         span = profile_span(interval)
         ratio = profile.log_ratio(x, ts, span)
@@ -117,9 +124,9 @@ class MeterProfile:
                        ratio_limit=float(np.quantile(np.abs(ratio - center) / scale, q)))
 
     def log_ratio(self, values: np.ndarray, ts_s: np.ndarray, span: int) -> np.ndarray:
-        """The energy ratio of every run of `span` consecutive readings (see _log_ratio)."""
+        """The energy ratio of every run of `span` consecutive readings (see log_ratio)."""
         ones = np.ones(span)
-        return _log_ratio(np.convolve(values, ones, "valid"),
+        return log_ratio(np.convolve(values, ones, "valid"),
                           np.convolve(self.median[hour_of_week(ts_s)], ones, "valid"),
                           self.level, span)
 
@@ -144,13 +151,16 @@ class MeterProfile:
         return cls(*arrays, float(d["level"]), float(d["max_value"]), int(d["max_run"]),
                    float(d["ratio_center"]), float(d["ratio_scale"]), float(d["ratio_limit"]))
 
+    def known_mask(self) -> np.ndarray:
+        return np.ones(SLOTS, bool) if self.known is None else np.asarray(self.known, bool)
+
     def band(self, ts_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(median, lower, upper) at each timestamp's hour of the week."""
         slot = hour_of_week(ts_s)
         return self.median[slot], self.lower[slot], self.upper[slot]
 
 
-def _log_ratio(actual_sum, expected_sum, level, span: int):
+def log_ratio(actual_sum, expected_sum, level, span: int):
     """log((actual + c) / (expected + c)) of a span's energy, c = RATIO_OFFSET x the meter's
     median reading per reading: quiet hours do not make ratios of noise."""
     c = span * np.maximum(RATIO_OFFSET * np.asarray(level, dtype=np.float64), 1e-9)
@@ -170,6 +180,8 @@ class ProfileTable:
             return out.reshape(len(rows), width) if width > 1 else out.reshape(len(rows))
 
         self.median, self.lower = stack("median", SLOTS), stack("lower", SLOTS)
+        self.known = np.asarray([p.known_mask() for p in rows], dtype=bool).reshape(
+            len(rows), SLOTS)
         self.level, self.max_value, self.max_run = (stack(n) for n in
                                                     ("level", "max_value", "max_run"))
         self.ratio_center, self.ratio_scale, self.ratio_limit = (
@@ -191,6 +203,7 @@ class Evidence:
     """Per row: the profile branch's score and decision, and the fault rules' verdict."""
 
     profile_score: np.ndarray  # (n,) robust |z| of the span's energy ratio, NaN: no profile
+    # or an hour of the span not known yet
     profile_limit: np.ndarray  # (n,) the limit it was held to (inf: no profile)
     profile_flag: np.ndarray  # (n,) bool
     expected: np.ndarray  # (n,) the profile's median at the scored reading (NaN: none)
@@ -200,18 +213,41 @@ class Evidence:
     fault_score: np.ndarray  # (n,) the fault's measure, above fault_limit where it holds:
     fault_limit: np.ndarray  # stuck: run vs allowed run; dropout: the hour's usual floor vs
     # the near-zero bound (kWh); out_of_range: excursion vs OUT_OF_RANGE_FACTOR normal ones
+    ratio: np.ndarray | None = None  # (n,) the span's log energy ratio (NaN: not judged)
+    jump_score: np.ndarray | None = None  # (n,) the newest reading's jump (`jumps`), NaN: none
+    jump_limit: np.ndarray | None = None  # the meter's own limit (inf: not learned yet)
+    jump_base: np.ndarray | None = None  # the reading the ones before predict (kWh)
+    jump_size: np.ndarray | None = None  # the jump's size (log units, `jump_size`)
+
+    @classmethod
+    def empty(cls, n: int) -> Evidence:
+        nan = np.full(n, np.nan)
+        return cls(nan.copy(), np.full(n, np.inf), np.zeros(n, bool), nan.copy(), nan.copy(),
+                   [""] * n, [""] * n, np.zeros(n), np.ones(n), nan.copy(), nan.copy(),
+                   np.full(n, np.inf), nan.copy(), nan.copy())
+
+    def put(self, rows: np.ndarray, part: Evidence) -> None:
+        """Copy `part`'s rows into rows `rows` of this one (the decision's waves)."""
+        for name in ("profile_score", "profile_limit", "profile_flag", "expected", "lower",
+                     "fault_score", "fault_limit", "ratio"):
+            getattr(self, name)[rows] = getattr(part, name)
+        for k, r in enumerate(rows.tolist()):
+            self.fault[r], self.fault_reason[r] = part.fault[k], part.fault_reason[k]
 
 
 def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | int,
-           table: ProfileTable, meter_ids, bundle_limit: float) -> Evidence:
+           table: ProfileTable, meter_ids, bundle_limit: float,
+           table_rows: np.ndarray | None = None) -> Evidence:
     """Evidence of rows of raw readings (n, length) kWh, each ending at `end_ts_s` (epoch s),
     `interval_s` apart (one interval for all rows, or one per row). The profile branch flags
-    above the larger of `bundle_limit` and the meter's own limit."""
+    above the larger of `bundle_limit` and the meter's own limit. Each row's profile is its
+    meter's in `table`, or `table_rows` (index into the table, -1: none) when given."""
     values = np.asarray(values, dtype=np.float64)
     n, length = values.shape
     intervals = np.broadcast_to(np.asarray(interval_s, dtype=np.int64), (n,))
-    t = table.rows_of(meter_ids)
-    score, expected, lower = (np.full(n, np.nan) for _ in range(3))
+    t = table.rows_of(meter_ids) if table_rows is None else np.asarray(table_rows, np.int64)
+    score, expected, lower, ratios = (np.full(n, np.nan) for _ in range(4))
+    known = np.zeros(n, bool)
     limit = np.full(n, np.inf)
     have = np.flatnonzero(t >= 0)
     for interval in np.unique(intervals[have]):  # one pass per interval in the batch
@@ -220,14 +256,19 @@ def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | in
         span = min(profile_span(int(interval)), length)
         back = np.arange(span - 1, -1, -1, dtype=np.int64) * int(interval)
         slots = hour_of_week(np.asarray(end_ts_s, dtype=np.int64)[rows, None] - back)
-        ratio = _log_ratio(values[rows, -span:].sum(axis=1),
+        ratio = log_ratio(values[rows, -span:].sum(axis=1),
                            table.median[p[:, None], slots].sum(axis=1), table.level[p], span)
+        judged = table.known[p[:, None], slots].all(axis=1)  # every hour of the span known
+        ratio = np.where(judged, ratio, np.nan)
+        ratios[rows] = ratio
         score[rows] = np.abs(ratio - table.ratio_center[p]) / table.ratio_scale[p]
         limit[rows] = np.maximum(bundle_limit, table.ratio_limit[p])
         expected[rows] = table.median[p, slots[:, -1]]
         lower[rows] = table.lower[p, slots[:, -1]]
+        known[rows] = table.known[p, slots[:, -1]]
     flag = np.nan_to_num(score, nan=0.0) > limit
-    return Evidence(score, limit, flag, expected, lower, *_faults(values, t, table, lower))
+    return Evidence(score, limit, flag, expected, lower,
+                    *_faults(values, t, table, np.where(known, lower, np.nan)), ratios)
 
 
 def _faults(values, t, table: ProfileTable, lower):
@@ -267,6 +308,30 @@ def _faults(values, t, table: ProfileTable, lower):
         why[k] = (f"out_of_range: {last[k]:g} kWh, the largest normal reading is "
                   f"{max_value[k]:.3g} kWh")
     return fault, why, measure, bound
+
+
+def jumps(values: np.ndarray, expected: np.ndarray, level: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor, size) of each row's newest reading's jump. Its departure from the profile,
+    log((reading + c) / (expected + c)) with `expected` the profile's median at each of the
+    row's last JUMP_BASE + 1 readings and c as in the energy ratio, is compared with the median
+    departure of the JUMP_BASE readings before it: a scheduled ramp (the profile's own step
+    from one hour to the next) is no jump, and a day that runs 10 % high runs 10 % high
+    through its steps. size = |that difference| (log units); anchor = the reading the ones
+    before predict (kWh). `jump_score` makes a robust z of it: a short-lived departure (a
+    spike, a dip, a burst of noise) that a three-hour energy ratio dilutes and a window's
+    reconstruction hides where the meter's day is loud."""
+    values = np.asarray(values, dtype=np.float64)[:, -JUMP_BASE - 1:]
+    c = np.maximum(RATIO_OFFSET * np.asarray(level, dtype=np.float64), 1e-9)
+    expected = np.asarray(expected, dtype=np.float64)
+    resid = np.log((values + c[:, None]) / (expected + c[:, None]))
+    base = np.median(resid[:, :-1], axis=1)
+    return (expected[:, -1] + c) * np.exp(base) - c, np.abs(resid[:, -1] - base)
+
+
+def jump_score(size: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """size / (1.2533 x the hour's mean jump size + JUMP_FLOOR): a robust z."""
+    return np.asarray(size, np.float64) / (1.2533 * np.asarray(scale, np.float64) + JUMP_FLOOR)
 
 
 def alert_kind(branch: str) -> str:

@@ -12,7 +12,9 @@ way by `meterwatch score` and the worker:
 - a gap of up to `max_gap` missing readings is filled by linear interpolation; a longer gap
   restarts the history (the meter needs `max_window` readings again) and is reported;
 - normalisation: the meter's training statistics from the bundle, else fitted on its first
-  `warmup` readings (no scores while warming up).
+  `warmup` consecutive readings (no scores while warming up; a gap too long to fill starts the
+  warm-up again). Those readings stay (`warm_values`, the newest at `warm_end_ts`) until the
+  scorer takes them to calibrate the meter (stream_app.core.calibration).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class MeterHistory:
     values: list[float] = field(default_factory=list)
     filled: list[bool] = field(default_factory=list)
     warm_values: list[float] = field(default_factory=list)
+    warm_end_ts: int | None = None  # timestamp of the last warm-up reading, once fitted
 
     @property
     def ready(self) -> bool:
@@ -69,12 +72,15 @@ class MeterHistory:
         missing = steps - 1
         if missing > self.max_gap:
             self.values, self.filled = [], []
+            if self.normaliser is None:
+                self.warm_values = []  # the warm-up's readings are consecutive
             self._append(self.last_ts + steps * self.interval_s, value)
             return PushResult("ok", gap_readings=missing, restarted=True)
         if missing:
             start = self.values[-1]
             for k in range(1, missing + 1):
-                self._append_value(start + (value - start) * k / steps, filled=True)
+                self._append_value(start + (value - start) * k / steps, filled=True,
+                                   ts=self.last_ts + k * self.interval_s)
         self._append(self.last_ts + steps * self.interval_s, value)
         return PushResult("ok", gap_readings=missing)
 
@@ -91,20 +97,31 @@ class MeterHistory:
         return PushResult("late_applied")
 
     def _append(self, ts: int, value: float) -> None:
+        self._append_value(value, filled=False, ts=ts)
         self.last_ts = ts
-        self._append_value(value, filled=False)
 
-    def _append_value(self, value: float, filled: bool) -> None:
+    def _append_value(self, value: float, filled: bool, ts: int) -> None:
         if self.normaliser is None:
             self.warm_values.append(float(value))
             if len(self.warm_values) >= self.warmup:
                 self.normaliser = Normaliser.fit(np.asarray(self.warm_values))
-                self.warm_values = []
+                self.warm_end_ts = int(ts)
         self.values.append(float(value))
         self.filled.append(filled)
         if len(self.values) > self.max_window:
             del self.values[0]
             del self.filled[0]
+
+    def take_warmup(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The warm-up's readings (kWh) and their timestamps, once, after the normaliser was
+        fitted on them; None when there are none (a meter the bundle normalises)."""
+        if self.warm_end_ts is None or not self.warm_values:
+            return None
+        values = np.asarray(self.warm_values, dtype=np.float64)
+        ts = self.warm_end_ts - np.arange(len(values) - 1, -1, -1, dtype=np.int64) * \
+            self.interval_s
+        self.warm_values, self.warm_end_ts = [], None
+        return values, ts
 
     def normalised_window(self) -> np.ndarray:
         """The last max_window readings, normalised (float32). Only when ready."""
@@ -117,6 +134,7 @@ class MeterHistory:
             "filled": [int(f) for f in self.filled],
             "normaliser": self.normaliser.to_dict() if self.normaliser else None,
             "warm_values": self.warm_values,
+            "warm_end_ts": self.warm_end_ts,
         }
 
     @classmethod
@@ -130,4 +148,5 @@ class MeterHistory:
             values=list(data["values"])[-config["max_window"]:],
             filled=[bool(f) for f in data["filled"]][-config["max_window"]:],
             warm_values=list(data["warm_values"]),
+            warm_end_ts=data.get("warm_end_ts"),
         )

@@ -1,8 +1,9 @@
 """`meterwatch score`: replay a whole series through the worker's per-meter state and scorer.
 
 Every reading goes through MeterHistory.push exactly as a Kafka reading would, and ready
-readings are scored in batches by Detector.score_batch, so a CSV scored here and the same
-readings streamed through the worker get the same flags.
+readings are scored in batches by Detector.score_batch with the meter's calibration
+(stream_app.core.calibration), so a CSV scored here and the same readings streamed through the
+worker get the same flags.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
     reason = ["warming up"] * n
     kind = [""] * n
     history = new_history(detector, series.meter_id, series.interval_s)
+    calibration = None
     pending_rows: list[int] = []
     pending_windows: list[np.ndarray] = []
     pending_raw: list[np.ndarray] = []
@@ -59,7 +61,8 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
         windows = detector.trailing_windows(np.stack(pending_windows))
         rows = np.asarray(pending_rows)
         context = RowContext(np.stack(pending_raw), series.timestamps[rows],
-                             [series.meter_id] * len(rows), series.interval_s)
+                             [series.meter_id] * len(rows), series.interval_s,
+                             [calibration] * len(rows))
         result = detector.score_batch(windows, [series.category] * len(rows), context)
         score[rows], z[rows] = result.score, result.z
         flagged[rows] = result.flagged
@@ -73,6 +76,8 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
 
     for row, (ts, value) in enumerate(zip(series.timestamps.tolist(), series.values.tolist())):
         outcome = history.push(int(ts), float(value))
+        if history.ready and calibration is None:
+            calibration = detector.calibration_for(series.meter_id, history, series.category)
         if outcome.status == "ok" and history.ready:
             pending_rows.append(row)
             pending_windows.append(history.normalised_window())

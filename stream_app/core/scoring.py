@@ -8,10 +8,17 @@ meter's normalised readings, all ending at that reading. Per batch of rows:
 3. features = log(DTW error), in the bundle's feature order (`<model>/<window>`);
 4. the Isolation Forest scores the feature rows, floored at their training median (only excess
    error counts; higher = more anomalous);
-5. the score's z-score against normal training rows is compared with the category's limit.
+5. the score's z-score against normal scores is compared with the category's limit: the
+   meter's own normal scores for a meter the bundle has never seen, else the bundle's of its
+   category (stream_app.core.calibration);
+6. the evidence (stream_app.core.evidence): the time-of-week branch and the data-fault rules,
+   OR-ed with the forest's decision.
 
-Scoring (steps 1-4) is separate from deciding (step 5). The reason given for a flag is the
-feature whose error is furthest above its typical value on normal training data.
+Scoring (steps 1-4) is separate from deciding (steps 5-6). Rows that come with their meters'
+calibrations are decided in waves, a meter's rows one UTC day at a time in time order, each
+wave with the calibrations as they stood at the start of its day; the rows' outcomes are then
+learned (MeterCalibration.observe). The reason given for a forest flag is the feature whose
+error is furthest above its typical value on normal training data.
 """
 
 from __future__ import annotations
@@ -19,15 +26,31 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 
 import numpy as np
 
+from stream_app.core.calibration import DAY_S, MeterCalibration
 from stream_app.core.dtw import dtw_batch
-from stream_app.core.evidence import Evidence, alert_kind, assess
+from stream_app.core.evidence import (
+    JUMP_BASE,
+    Evidence,
+    MeterProfile,
+    ProfileTable,
+    alert_kind,
+    assess,
+    hour_of_week,
+    jump_score,
+    jumps,
+)
 from stream_app.core.inference import Reconstructor
+from stream_app.core.meter_window import MeterHistory
 from stream_app.core.model_bundle import Bundle
 
 LOG_FLOOR = 1e-6  # keeps log() finite for a perfect reconstruction
+MIN_STD_SHARE = 0.25  # a meter's own spreads (features, forest score) are at least this share
+# of the bundle's
+MIN_WARMUP_WINDOWS = 24  # fewer warm-up windows: an unseen meter is judged by the bundle's scores
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,7 @@ class BatchScores:
     reconstructions: dict  # (model, window) -> (n, window) float32 normalised reconstruction
     branch: tuple[str, ...]  # per row: what flagged it ("forest", "profile", a fault kind) or ""
     evidence: Evidence | None = None  # profile and fault rules, when rows came with context
+    profiles: tuple[MeterProfile | None, ...] = ()  # per row: the profile it was judged with
 
     def kind(self, row: int) -> str:
         """The alert kind of a flagged row (stream_app.core.evidence.alert_kind)."""
@@ -56,6 +80,15 @@ class RowContext:
     end_ts_s: np.ndarray  # (n,) epoch seconds of each row's newest reading
     meter_ids: Sequence[str]
     interval_s: np.ndarray | int  # one for all rows, or one per row
+    # per row: its meter's calibration (rows of one meter share one object and come in time
+    # order); None: the bundle's profiles and statistics, nothing learned (benchmarks)
+    calibrations: Sequence[MeterCalibration] | None = None
+
+
+def _recent(history: MeterHistory) -> tuple[np.ndarray, np.ndarray]:
+    """The readings a history holds (kWh) and their timestamps."""
+    values = np.asarray(history.values, dtype=np.float64)
+    return values, history.last_ts - np.arange(len(values) - 1, -1, -1) * history.interval_s
 
 
 def reconstruction_errors(
@@ -129,6 +162,8 @@ class Detector:
         self.recent = evidence.recent_readings
         self.profile_limit = (np.inf if evidence.profile_limit is None
                               else evidence.profile_limit)
+        # profiles and rules in this bundle (a bundle trained without evidence has no limit)
+        self.has_evidence = evidence.profile_limit is not None
         self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
     def trailing_windows(self, rows: np.ndarray) -> dict[int, np.ndarray]:
@@ -145,25 +180,163 @@ class Detector:
     def features(errors: np.ndarray) -> np.ndarray:
         return log_errors(errors)
 
-    def score_batch(self, windows: dict[int, np.ndarray], categories: Sequence[str],
-                    context: RowContext | None = None) -> BatchScores:
+    def forest_scores(self, windows: dict[int, np.ndarray],
+                      calibrations: Sequence[MeterCalibration] | None = None):
+        """Steps 1-4: (errors, reconstructions, forest score, reason feature, its excess).
+
+        A row whose meter the bundle never saw has its log errors mapped onto the bundle's
+        (robust z against the meter's own, times the bundle's spread, plus its median): the
+        forest was fitted on the training meters' errors, and an unfamiliar meter's errors are
+        all high to it. Its reason then says how far above the meter's own typical error."""
         errors, recons = self.errors(windows)
         feats = self.features(errors)
+        if calibrations is not None:
+            own = np.flatnonzero([c.feat_center is not None for c in calibrations])
+            if len(own):
+                center = np.stack([calibrations[i].feat_center for i in own])
+                scale = np.stack([calibrations[i].feat_scale for i in own])
+                feats[own] = self._median + (feats[own] - center) / scale * self._scale
         score = self.bundle.forest.score(forest_features(feats, self._median))
-        z, limit, forest_flag = self.bundle.limits.decide(score, categories)
         robust = (feats - self._median) / self._scale
         reason = np.argmax(robust, axis=1)
         excess = np.exp(feats[np.arange(len(feats)), reason] - self._median[reason])
-        ev = None
-        fault, profile_flag = [""] * len(score), np.zeros(len(score), dtype=bool)
-        if context is not None:
+        return errors, recons, score, reason, excess
+
+    def own_features(self, windows: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(median, robust spread) of an unseen meter's log errors over its warm-up windows;
+        the spread is at least MIN_STD_SHARE of the bundle's."""
+        feats = self.features(self.errors(windows)[0])
+        center = np.median(feats, axis=0)
+        spread = 1.4826 * np.median(np.abs(feats - center), axis=0)
+        return center, np.maximum(spread, MIN_STD_SHARE * self._scale)
+
+    def calibration_for(self, meter_id: str, history: MeterHistory, category: str
+                        ) -> MeterCalibration:
+        """A ready meter's new calibration: the bundle's profile for a meter it knows, else one
+        learned from the warm-up's readings and the forest scores of their windows. A meter
+        whose warm-up readings are gone (a state written before calibrations existed) is
+        calibrated on the readings its history still holds."""
+        if self.bundle.normaliser_for(meter_id) is not None:
+            limits = self.bundle.limits
+            mean, std = limits.category_stats.get(category, (limits.score_mean, limits.score_std))
+            return MeterCalibration.from_bundle(self.bundle.profile_for(meter_id), mean, std,
+                                                history.interval_s, _recent(history))
+        warmup = history.take_warmup()
+        if warmup is None:
+            warmup = _recent(history)
+        values, ts = warmup
+        z = history.normaliser.apply(values).astype(np.float32)
+        w = self.bundle.max_window
+        scores, center, spread = None, None, None
+        if len(z) >= w + MIN_WARMUP_WINDOWS:
+            windows = self.trailing_windows(np.lib.stride_tricks.sliding_window_view(z, w))
+            center, spread = (v.astype(np.float16) for v in self.own_features(windows))
+            probe = MeterCalibration("warmup", None, np.zeros(0), feat_center=center,
+                                     feat_scale=spread)
+            scores = self.forest_scores(windows, [probe] * (len(z) - w + 1))[2]
+        cal = MeterCalibration.from_warmup(values, ts, history.interval_s, scores,
+                                           MIN_STD_SHARE * self.bundle.limits.score_std,
+                                           with_profile=self.has_evidence)
+        if scores is not None:  # float16: what the state's bytes hold
+            cal.feat_center = center.astype(np.float16)
+            cal.feat_scale = spread.astype(np.float16)
+        return cal
+
+    def score_batch(self, windows: dict[int, np.ndarray], categories: Sequence[str],
+                    context: RowContext | None = None) -> BatchScores:
+        errors, recons, score, reason, excess = self.forest_scores(
+            windows, None if context is None else context.calibrations)
+        n = len(score)
+        z, limit, forest_flag = self.bundle.limits.decide(score, categories)
+        ev, profiles = None, ()
+        fault, profile_flag = [""] * n, np.zeros(n, dtype=bool)
+        if context is not None and context.calibrations is not None:
+            ev, profiles = self._decide(score, z, limit, forest_flag, categories, context)
+            fault, profile_flag = ev.fault, ev.profile_flag
+        elif context is not None:
             ev = assess(context.values, context.end_ts_s, context.interval_s,
                         self.bundle.profiles, context.meter_ids, self.profile_limit)
             fault, profile_flag = ev.fault, ev.profile_flag
-        branch = tuple(f or ("forest" if ff else "profile" if pf else "")
-                       for f, ff, pf in zip(fault, forest_flag, profile_flag, strict=True))
+            profiles = tuple(self.bundle.profile_for(m) for m in context.meter_ids)
+        jump_flag = np.zeros(n, dtype=bool)
+        if ev is not None and ev.jump_score is not None:
+            jump_flag = np.nan_to_num(ev.jump_score, nan=0.0) > ev.jump_limit
+        branch = tuple(f or ("forest" if ff else "profile" if pf else "jump" if jf else "")
+                       for f, ff, pf, jf in zip(fault, forest_flag, profile_flag, jump_flag,
+                                                strict=True))
         flagged = np.asarray([b != "" for b in branch], dtype=bool)
-        return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, branch, ev)
+        return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, branch, ev,
+                           profiles)
+
+    def _decide(self, score, z, limit, forest_flag, categories, context: RowContext):
+        """Steps 5-6 with the rows' calibrations, in waves (see the module's docstring); fills
+        z and forest_flag in place for meters judged by their own scores."""
+        n = len(score)
+        cals = context.calibrations
+        ts = np.asarray(context.end_ts_s, dtype=np.int64)
+        intervals = np.broadcast_to(np.asarray(context.interval_s, dtype=np.int64), (n,))
+        values = np.asarray(context.values, dtype=np.float64)
+        owners: dict[int, tuple[MeterCalibration, list[int]]] = {}
+        for i, cal in enumerate(cals):
+            owners.setdefault(id(cal), (cal, []))[1].append(i)
+        chunks = []  # per meter: its rows split by UTC day
+        for cal, rows in owners.values():
+            r = np.asarray(rows)
+            cut = np.flatnonzero(np.diff(ts[r] // DAY_S)) + 1
+            chunks.append([(cal, part) for part in np.split(r, cut)])
+        ev = Evidence.empty(n)
+        profiles: list = [None] * n
+        for wave in zip_longest(*chunks):
+            wave = [c for c in wave if c is not None]
+            for cal, rows in wave:
+                cal.start_day(int(ts[rows[0]] // DAY_S))
+            rows = np.concatenate([r for _, r in wave])
+            for cal, part in wave:
+                if cal.own_forest:
+                    z[part] = cal.forest_z(score[part], limit[part])
+                    forest_flag[part] = z[part] > limit[part]
+            judged = [(k, cal) for k, (cal, _) in enumerate(wave) if cal.profile is not None]
+            flags = forest_flag[rows].copy()
+            if judged:
+                table = ProfileTable({k: cal.profile for k, cal in judged})
+                where = {k: j for j, (k, _) in enumerate(judged)}
+                owner = np.concatenate([np.full(len(r), where.get(k, -1))
+                                        for k, (_, r) in enumerate(wave)])
+                part_ev = assess(values[rows], ts[rows], intervals[rows], table, None,
+                                 self.profile_limit, owner)
+                ev.put(rows, part_ev)
+                flags |= part_ev.profile_flag | np.asarray([f != "" for f in part_ev.fault])
+                hour = (ts[rows] % DAY_S) // 3600
+                back = np.arange(JUMP_BASE, -1, -1, dtype=np.int64)
+                slots = hour_of_week(ts[rows, None] - back * intervals[rows, None])
+                expected = table.median[np.maximum(owner, 0)[:, None], slots]
+                known = table.known[np.maximum(owner, 0)[:, None], slots].all(axis=1)
+                scale, level = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+                limits = np.full(len(rows), np.inf)
+                at = 0
+                for cal, part in wave:
+                    k = slice(at, at + len(part))
+                    if cal.profile is not None:
+                        scale[k], level[k] = cal.jump_scale[hour[k]], cal.profile.level
+                        limits[k] = cal.jump_limit
+                    at += len(part)
+                base, size = jumps(values[rows], expected, level)
+                size = np.where(known, size, np.nan)  # an hour not known yet is not judged
+                jz = jump_score(size, scale)
+                ev.jump_size[rows] = size
+                ev.jump_score[rows], ev.jump_limit[rows], ev.jump_base[rows] = jz, limits, base
+                flags |= np.nan_to_num(jz, nan=0.0) > limits
+            at = 0
+            for cal, part in wave:
+                for r in part.tolist():
+                    profiles[r] = cal.profile
+                k = slice(at, at + len(part))
+                stuck = np.asarray([ev.fault[r] == "stuck" for r in part.tolist()])
+                cal.observe(values[part, -1], ts[part], flags[k], score[part], ev.ratio[part],
+                            ev.jump_size[part], ev.jump_score[part],
+                            ev.fault_score[part][stuck] if stuck.any() else None)
+                at += len(part)
+        return ev, tuple(profiles)
 
     def feature_source(self, feature_index: int) -> tuple[str, int, bool]:
         """(model, window, recent?) of a forest feature."""
@@ -194,6 +367,10 @@ class Detector:
             return (f"time of week: the last readings are {ev.profile_score[row]:.1f} spreads "
                     f"from this hour's usual {ev.expected[row]:.3g} kWh (limit "
                     f"{ev.profile_limit[row]:.1f})")
+        if branch == "jump":
+            return (f"jump: {ev.jump_score[row]:.1f} typical jumps at this hour from the "
+                    f"{ev.jump_base[row]:.3g} kWh the readings before lead to expect (limit "
+                    f"{ev.jump_limit[row]:.1f})")
         return ev.fault_reason[row]
 
     def expected_readings(

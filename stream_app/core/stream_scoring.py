@@ -7,8 +7,12 @@ history rules (dead letters) and the meters' new state. The Faust agent (app.py)
 around it: load states from the table, process, write states, send.
 
 State per meter (a Faust table value, JSON): {"h": history, "a": alert lifecycle, "c": category,
-"iv": interval}. The category travels with the meter; a reading with another category switches
-it (meters get re-classified), which is recorded in the state.
+"iv": interval, "o": applied offsets, "k": calibration, "kb": the bundle version it was made
+with}. The category travels with the meter; a reading with another category switches it (meters
+get re-classified), which is recorded in the state. The calibration (base64 of
+MeterCalibration.to_bytes, versioned) is the meter's own normal; after a hot reload to another
+bundle a meter the bundle did not train on keeps its learned profile, and its forest scores are
+judged by the new bundle's statistics (the old bundle's scores do not describe the new one's).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 import orjson
 
 from stream_app.core.alerts import Alert, AlertTracker, Detection, alert_id
+from stream_app.core.calibration import MeterCalibration
 from stream_app.core.evidence import FAULT_KINDS
 from stream_app.core.meter_window import MeterHistory
 from stream_app.core.records import Reading, ms_to_iso
@@ -44,6 +49,7 @@ class _Row:
     values: np.ndarray  # the last max_window readings (kWh)
     window: np.ndarray  # the same, normalised
     detector: Detector  # the bundle this meter is scored with
+    calibration: MeterCalibration
 
 
 class StreamScorer:
@@ -96,6 +102,7 @@ class StreamScorer:
         applied: dict[str, dict[str, int]] = {}
         detectors: dict[str, Detector] = {}
         categories: dict[str, str] = {}
+        calibrations: dict[str, MeterCalibration | None] = {}
         rows: list[_Row] = []
         for index, reading in enumerate(readings):
             meter = reading.meter_id
@@ -107,6 +114,7 @@ class StreamScorer:
                 self.tracker.load_state(meter, state["a"] if state else None)
                 applied[meter] = dict(state.get("o") or {}) if state else {}
                 categories[meter] = state["c"] if state else reading.category
+                calibrations[meter] = self._calibration(state, detectors[meter])
             if positions is not None:
                 where, offset = positions[index]
                 if offset <= applied[meter].get(where, -1):
@@ -116,6 +124,9 @@ class StreamScorer:
             history = histories[meter]
             categories[meter] = reading.category
             outcome = history.push(reading.ts_s, reading.value)
+            if history.ready and calibrations[meter] is None:
+                calibrations[meter] = detectors[meter].calibration_for(meter, history,
+                                                                       reading.category)
             if outcome.restarted:
                 result.alerts.append(self._gap_alert(reading, outcome.gap_readings, produced))
                 result.raised_by.append(index)
@@ -128,21 +139,34 @@ class StreamScorer:
                 result.outcomes["warming_up"] += 1
             else:
                 rows.append(_Row(index, reading, np.asarray(history.values),
-                                 history.normalised_window(), detectors[meter]))
+                                 history.normalised_window(), detectors[meter],
+                                 calibrations[meter]))
                 result.outcomes["scored"] += 1
         if rows:
             started = time.perf_counter()
             self._score(rows, histories, result, produced)
             result.score_seconds = time.perf_counter() - started
         for meter, history in histories.items():
+            cal = calibrations[meter]
             state = orjson.dumps({  # ~10x faster than json, the same bytes
                 "h": history.to_dict(), "a": self.tracker.state(meter),
                 "c": categories[meter], "iv": history.interval_s, "o": applied[meter],
+                "k": cal.to_text() if cal is not None else None,
+                "kb": detectors[meter].bundle.version,
             }, option=orjson.OPT_SERIALIZE_NUMPY)
             # orjson's bytes keep their ~16 KiB write buffer: the table holds an exact copy
             result.states[meter] = memoryview(state).tobytes()
             self.tracker.load_state(meter, None)  # the table holds it; keep no second copy
         return result
+
+    @staticmethod
+    def _calibration(state: dict | None, detector: Detector) -> MeterCalibration | None:
+        if not state or not state.get("k"):
+            return None
+        cal = MeterCalibration.from_text(state["k"])
+        if state.get("kb") != detector.bundle.version:
+            cal.forest_mean = cal.forest_top = float("nan")  # another bundle's scores
+        return cal
 
     def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int) -> None:
         """One score_batch per bundle in use; a meter's rows stay in time order."""
@@ -158,7 +182,8 @@ class StreamScorer:
                 np.stack([r.values for r in group]),
                 np.asarray([r.reading.ts_s for r in group], dtype=np.int64),
                 [r.reading.meter_id for r in group],
-                np.asarray([r.reading.interval_s for r in group], dtype=np.int64))
+                np.asarray([r.reading.interval_s for r in group], dtype=np.int64),
+                [r.calibration for r in group])
             scores = detector.score_batch(windows, [r.reading.category for r in group], context)
             for k, row in enumerate(group):
                 flagged = bool(scores.flagged[k])
@@ -185,10 +210,12 @@ class StreamScorer:
         ev = scores.evidence
         if branch == "profile":  # the branch's own z (spreads from the usual) and its limit
             zscore, threshold = round(float(ev.profile_score[k]), 4), float(ev.profile_limit[k])
+        elif branch == "jump":  # the jump's score (typical jumps) and the meter's limit
+            zscore, threshold = round(float(ev.jump_score[k]), 4), float(ev.jump_limit[k])
         elif branch in FAULT_KINDS:  # the rule's measure and the bound it crossed
             zscore, threshold = round(float(ev.fault_score[k]), 4), float(ev.fault_limit[k])
         lower = upper = ()
-        profile = detector.bundle.profile_for(reading.meter_id)
+        profile = scores.profiles[k] if scores.profiles else None
         if profile is not None:  # what this meter usually reads at these hours of the week
             ts = reading.ts_s - np.arange(w - 1, -1, -1) * reading.interval_s
             band = profile.band(ts)
