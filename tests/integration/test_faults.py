@@ -183,8 +183,8 @@ class OutageFeed(threading.Thread):
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("outage_s", [15, pytest.param(60, marks=pytest.mark.soak),
-                                      pytest.param(180, marks=pytest.mark.soak)],
+@pytest.mark.parametrize("outage_s", [15, pytest.param(60, marks=pytest.mark.long),
+                                      pytest.param(180, marks=pytest.mark.long)],
                          ids=lambda s: f"{s}s")
 def test_the_worker_survives_a_broker_restart(own_kafka, tiny_bundle, sim_series, tmp_path,
                                               unique_name, outage_s):
