@@ -33,6 +33,7 @@ import numpy as np
 from stream_app.core.calibration import DAY_S, MeterCalibration
 from stream_app.core.dtw import dtw_batch
 from stream_app.core.evidence import (
+    FAULT_KINDS,
     JUMP_BASE,
     Evidence,
     MeterProfile,
@@ -70,6 +71,20 @@ class BatchScores:
     def kind(self, row: int) -> str:
         """The alert kind of a flagged row (stream_app.core.evidence.alert_kind)."""
         return alert_kind(self.branch[row])
+
+    def measure(self, row: int) -> tuple[float, float]:
+        """(z, limit) an alert of the row states, so its severity: those of the branch that
+        flagged it, z rounded to 4 places. The forest's z and the category limit; the profile's
+        spread from the usual and its limit; the jump's score and the meter's limit; a fault
+        rule's measure and the bound it crossed."""
+        branch, ev = self.branch[row], self.evidence
+        if branch == "profile":
+            return round(float(ev.profile_score[row]), 4), float(ev.profile_limit[row])
+        if branch == "jump":
+            return round(float(ev.jump_score[row]), 4), float(ev.jump_limit[row])
+        if branch in FAULT_KINDS:
+            return round(float(ev.fault_score[row]), 4), float(ev.fault_limit[row])
+        return round(float(self.z[row]), 4), float(self.limit[row])
 
 
 @dataclass(frozen=True)
