@@ -163,8 +163,9 @@ def parse_decimals(cells: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, 
     if len(words) > 1:
         whole = whole * 100_000_000 + _eight_digits(words[1])
     # whole: the cell's characters as digits (its point a 0), then zeros up to the width
-    whole //= _POW10_INT[np.clip(width - lengths, 0, width)]
-    decimals = np.clip((lengths - 1 - _byte_index(point)) * points, 0, EXACT_DIGITS)
+    whole //= _POW10_INT[width - np.minimum(lengths, width)]
+    decimals = np.minimum(np.maximum((lengths - 1 - _byte_index(point)) * points, 0),
+                          EXACT_DIGITS)
     # drop the point's 0: whole = head * 10**(d+1) + tail, the number head * 10**d + tail; a
     # cell without a point divides by 10**16, more than any whole, so that head is 0
     split = np.where(points > 0, decimals + 1, 16)
@@ -241,9 +242,9 @@ def _iso_cells(cells: np.ndarray, form: str,
     year = (number(0, heads) * _U64(100) + number(2, heads)).astype(np.int64)
     month, day = number(5, heads).astype(np.int64), number(8, heads).astype(np.int64)
     head_ok &= (year >= 2) & (year <= 9998) & (month >= 1) & (month <= 12) & (day >= 1)
-    index = np.clip((year - 1) * 12 + month - 1, 0, len(_MONTH_START) - 1)
+    index = np.minimum(np.maximum((year - 1) * 12 + month - 1, 0), len(_MONTH_START) - 1)
     head_ok &= day <= _MONTH_DAYS[index]
-    runs = np.diff(np.r_[heads, n])
+    runs = np.append(heads[1:], n) - heads
     ok &= np.repeat(head_ok, runs)
     seconds = np.repeat((_MONTH_START[index] + day - 1) * 86400, runs)
     if len(form) > 10:

@@ -44,7 +44,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,10 @@ _FIELD_LIMIT = 131072  # csv's default field_size_limit: longer lines are left t
 _CELL_WIDTH = 64  # bytes; a longer cell (no meter id, time or number is) leaves the file to csv
 _BLOCK = 1 << 20  # bytes of whole lines split and parsed at once
 _CHUNK = 65536  # rows of a column parsed at once
-_FIRST_BYTES = np.array([(1 << 8 * k) - 1 for k in range(9)], np.uint64)  # a word's first k bytes
+_Field = Callable[[int], tuple[np.ndarray, np.ndarray]]  # column -> (cell starts, cell lengths)
+# [j][length]: the bytes of word j that lie in a cell of that length
+_WORD_MASKS = np.array([[(1 << 8 * min(8, max(0, n - 8 * j))) - 1 for n in range(_CELL_WIDTH + 1)]
+                        for j in range(_CELL_WIDTH // 8)], np.uint64)
 
 
 def write_rows_csv(path: str | Path, header: list[str], rows: Iterable[Sequence]) -> None:
@@ -149,7 +152,7 @@ def read_meter_csv(
             cols["decimal_comma"] = delimiter != ","
             raw = None
             if bulk:
-                raw = _read_columns(path.read_bytes(), delimiter, cols,
+                raw = _read_columns(path, delimiter, cols,
                                     TimestampParser(zone, timestamp_format, steel=cols["steel"]),
                                     default_meter_id, default_category)
             if raw is None:  # a fresh clock: the column reader's has seen the fall-back's hours
@@ -317,7 +320,7 @@ def _needed(cols) -> int:
                if k not in ("steel", "header", "decimal_comma") and i is not None)
 
 
-def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: str,
+def _read_columns(path: Path, delimiter: str, cols, clock, default_meter_id: str,
                   default_category: str) -> dict | None:
     """What _read_rows returns, read column by column with numpy over the file's bytes, in
     blocks of whole lines of about _BLOCK bytes (a block's arrays stay in the CPU's cache).
@@ -329,30 +332,32 @@ def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: st
     it always has). Cells the bulk parsers do not read (another timestamp form, a zone with
     DST, a decimal comma, `NA`, blanks around a value) are read one at a time in file order by
     the per-row functions."""
-    if cols["steel"] or clock.format is not None or b'"' in data or b"\0" in data:
+    if cols["steel"] or clock.format is not None:
         return None
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+    data, size = _padded_bytes(path)
+    if data is None or data.find(b'"', 0, size) >= 0 or data.find(b"\0", 0, size) >= 0:
         return None
-    if not data.isascii():
+    crlf = data.find(b"\r", 0, size) >= 0
+    if crlf and data.count(b"\r", 0, size) != data.count(b"\r\n", 0, size):
+        return None
+    if not data.isascii():  # (the padding is)
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    body = data.find(b"\n") + 1  # the first data line (the header is line 1)
+    body = data.find(b"\n", 0, size) + 1  # the first data line (the header is line 1)
     if not body:
         return {}
-    # the file's bytes, a line end for a last line without one, and room to gather any cell
-    padded = np.concatenate([np.frombuffer(data, np.uint8), np.frombuffer(b"\n", np.uint8),
-                             np.zeros(_CELL_WIDTH, np.uint8)])
+    padded = np.frombuffer(data, np.uint8)
     names = {} if cols["meter"] is not None else {default_meter_id: 0}  # name -> code
     kinds = {default_category: 0}  # category -> code
-    width, needed, crlf = len(cols["header"]) - 1, _needed(cols), b"\r" in data
-    rows = int(np.count_nonzero(padded[body:len(data) + 1] == ord("\n")))  # at most
+    width, needed = len(cols["header"]) - 1, _needed(cols)
+    rows = int(np.count_nonzero(padded[body:size + 1] == ord("\n")))  # at most
     columns = tuple(np.empty(rows, dtype) for dtype in (np.int64, np.int64, np.int64, np.float64,
                                                         np.int64, np.int64))
     done, line = 0, 2
     try:
-        for a, b in _blocks(data, body):
+        for a, b in _blocks(data, size, body):
             split = _split_fields(padded, a, b, line, delimiter, width, needed, crlf)
             if split is None:
                 return None
@@ -378,7 +383,7 @@ def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: st
     return out
 
 
-def _read_block(data: bytes, padded: np.ndarray, lines: np.ndarray, field, cols, clock,
+def _read_block(data: bytearray, padded: np.ndarray, lines: np.ndarray, field: _Field, cols, clock,
                 names: dict[str, int], kinds: dict[str, int], default_category: str) -> tuple:
     """(meter codes, category codes, timestamps, values, labels, lines) of one block's rows;
     `names` and `kinds` give the meters and categories their codes across blocks. Raises
@@ -437,13 +442,26 @@ class _Decline(Exception):
     """The file is for _read_rows (a cell longer than _CELL_WIDTH, an empty meter id...)."""
 
 
-def _blocks(data: bytes, body: int) -> list[tuple[int, int]]:
+def _padded_bytes(path: Path) -> tuple[bytearray | None, int]:
+    """(the file's bytes, a line end for a last line without one and room to gather any cell
+    (_CELL_WIDTH zeros), the file's size), read into place; None when the file changed size
+    while read."""
+    size = path.stat().st_size
+    data = bytearray(size + 1 + _CELL_WIDTH)
+    with open(path, "rb") as fh:
+        if fh.readinto(memoryview(data)[:size]) != size or fh.read(1):
+            return None, 0
+    data[size] = ord("\n")
+    return data, size
+
+
+def _blocks(data: bytearray, size: int, body: int) -> list[tuple[int, int]]:
     """Byte ranges [a, b) of whole lines, each about _BLOCK bytes, from `body` to the end; the
     last one ends with the padding's line end when the file does not end with one."""
-    end = len(data) + (not data.endswith(b"\n"))
+    end = size + (data[size - 1] != ord("\n"))
     out, a = [], body
     while a < end:
-        b = data.find(b"\n", a + _BLOCK) + 1 or end
+        b = data.find(b"\n", a + _BLOCK, size) + 1 or end
         out.append((a, b))
         a = b
     return out
@@ -466,7 +484,7 @@ def _split_fields(padded: np.ndarray, a: int, b: int, line: int, delimiter: str,
         # every (width + 1)th separator a line end, and no other: each line has width delimiters
         if (padded[table[:, -1]] == ord("\n")).all():
             ends = table[:, -1]
-            starts = np.r_[a, ends[:-1] + 1]
+            starts = np.concatenate(([a], ends[:-1] + 1))
             if crlf:
                 ends = ends - (padded[np.maximum(ends - 1, 0)] == ord("\r"))
             lengths = ends - starts  # a line with a delimiter is never empty
@@ -487,7 +505,7 @@ def _split_lines(padded: np.ndarray, a: int, b: int, line: int, delimiter: str, 
     """_split_fields for lines that differ: blank lines, more or fewer fields."""
     data = padded[a:b]
     ends = np.flatnonzero(data == ord("\n")) + a
-    starts = np.r_[a, ends[:-1] + 1]
+    starts = np.concatenate(([a], ends[:-1] + 1))
     ends -= (ends > starts) & (padded[np.maximum(ends - 1, 0)] == ord("\r"))
     if len(starts) and int((ends - starts).max()) > _FIELD_LIMIT:
         return None
@@ -539,7 +557,7 @@ def _cells(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple
     cells = np.ascontiguousarray(cells.T) if count > 1 else cells.reshape(1, -1)
     shortest = int(lengths.min(initial=0))
     for j in range(shortest // 8, count):  # the words that hold some cell's end
-        cells[j] &= _FIRST_BYTES[np.clip(lengths - 8 * j, 0, 8)]
+        cells[j] &= _WORD_MASKS[j][lengths]
     return cells, lengths
 
 
@@ -559,7 +577,7 @@ def _distinct(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, clean
     index: dict[str, int] = {}
     code = np.array([index.setdefault(clean(u.decode()), len(index)) for u in uniq], np.int64)
     names = list(index)
-    return np.repeat(code[inverse.ravel()], np.diff(np.r_[heads, n])), names
+    return np.repeat(code[inverse.ravel()], np.append(heads[1:], n) - heads), names
 
 
 def _read_rows(reader, cols, clock, default_meter_id: str, default_category: str) -> dict:
