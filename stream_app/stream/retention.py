@@ -39,9 +39,9 @@ log = logging.getLogger("meterwatch.worker")
 
 SWEEP_KEYS = 2_000  # table keys a tick looks at: 100,000 meters a pass every 50 s, ~1 ms a tick
 # Meters a tick evicts (the rest at the next ones): each is a changelog send through Faust,
-# 0.1-0.4 ms on a loaded 2-core machine, so a tick stays well under its second; 100,000
-# meters expired at once are gone in 100 s (of a 30-day TTL).
-EVICT_PER_TICK = 1_000
+# 0.3 ms on a 2-core machine loaded six-fold (docs/BENCHMARKS.md), so a tick stays well under
+# its second even there; 100,000 meters expired at once are gone in 200 s (of a 30-day TTL).
+EVICT_PER_TICK = 500
 
 
 class MeterPartitions(dict):

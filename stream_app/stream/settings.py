@@ -422,6 +422,11 @@ class WorkerSettings:
                 f"MW_PROCESSING_GUARANTEE={self.processing_guarantee!r}; "
                 f"one of {PROCESSING_GUARANTEES}"
             )
+        if self.processing_guarantee == "exactly_once" and self.store != "memory://":
+            # RocksDB keeps a transaction's table writes when a crash aborts the transaction: a
+            # restart on it counts the re-read readings as duplicates, and their alerts are lost
+            raise ConfigError("MW_PROCESSING_GUARANTEE=exactly_once needs MW_STORE=memory:// "
+                              "(a local RocksDB outlives the transactions a crash aborts)")
 
     @property
     def input_regex(self) -> re.Pattern[str]:

@@ -60,9 +60,10 @@ DEFAULT_SILENCE_FACTOR = 4.0  # four missed readings: one late or lost reading i
 DEFAULT_GROUP_MIN = 10  # fewer at once is a few broken modems; more is an outage at the site
 SAMPLE_SIZE = 20  # ids a grouped alert names: enough to start looking, small enough to read
 TIDY_S = 60.0  # how often idle group counters are dropped (wall clock)
-# Deadlines one check looks at, at most: 100,000 meters silent at once are decided over ten
-# ticks (seconds late, grouped anyway) and a tick stays far under its second.
-DUE_PER_CHECK = 10_000
+# Deadlines one check looks at, at most: 100,000 meters silent at once are decided over 20
+# ticks (seconds late, grouped anyway); 5,000 took 0.28 s on a 2-core machine loaded six-fold
+# (docs/BENCHMARKS.md), so a tick stays under its second even there.
+DUE_PER_CHECK = 5_000
 _COMPACT_MIN = 1024  # leftovers tolerated in a heap before a rebuild is worth its pass
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")  # meter_id's alphabet, less ':' (the separator)
 _NAME_ROOM = 58  # "site:" + 58 + ":" + 58 = 122 <= the 128 characters of a meter_id

@@ -22,6 +22,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from conftest import requires_real_kafka
+from reference.offline_alerts import expected_messages
 from test_worker_kafka import Run, _messages, expected_alerts, metric, wait_for
 
 from stream_app.core.records import encode_reading
@@ -50,6 +51,14 @@ def worker_counters(port: int) -> dict:
             bucket = out["invalid" if "invalid" in name else "outcome"]
             bucket[label] = bucket.get(label, 0.0) + float(value)
     return out
+
+
+def counters_now(port: int) -> dict | None:
+    """`worker_counters`, or None while a busy worker does not answer within its timeout."""
+    try:
+        return worker_counters(port)
+    except OSError:
+        return None
 
 
 def accounted(counters: dict) -> float:
@@ -230,14 +239,37 @@ def test_the_worker_survives_a_broker_restart(own_kafka, tiny_bundle, sim_series
         run.stop()
 
 
-# --- SIGKILL mid-stream: exactly-once vs at-least-once ---------------------------------------
+# --- SIGKILL mid-stream: no alert lost, in both delivery modes ------------------------------
 
 KILL_RATE = 1000.0  # readings/s of the second half, during which worker A is killed
 
 
+def alert_keys(alerts) -> Counter:
+    """Every alert message as consumers de-duplicate it: (alert_id, status, last_seen)."""
+    return Counter((a["alert_id"], a["status"], a["last_seen"]) for a in alerts)
+
+
+def compare_alerts(alerts, expected: set, guarantee: str) -> str:
+    """Assert that the alert messages are exactly `expected` (every open, update and resolved
+    message of `meterwatch score`'s reference), each at least once; under exactly_once each
+    exactly once to a read_committed consumer. Returns a one-line summary."""
+    got = alert_keys(alerts)
+    missing, unexpected = expected - set(got), set(got) - expected
+    assert not missing, f"{len(missing)} of {len(expected)} alert messages lost: {sorted(missing)}"
+    assert not unexpected, f"alert messages `score` does not give: {sorted(unexpected)}"
+    repeats = sum(n - 1 for n in got.values())
+    if guarantee == "exactly_once":
+        assert repeats == 0, f"read committed, repeated: {[k for k, n in got.items() if n > 1]}"
+    statuses = Counter(status for _, status, _ in got)
+    return (f"{len(alerts)} alert messages = {len(expected)} expected "
+            f"({', '.join(f'{statuses[s]} {s}' for s in ('open', 'update', 'resolved'))}) "
+            f"+ {repeats} repeats")
+
+
 def _kill_mid_stream(broker, bundle, sim_series, tmp_path, name, guarantee):
     """Worker A is SIGKILLed halfway through; worker B finishes. Returns (alerts read
-    committed, expected, counters of A just before the kill, counters of B, produced)."""
+    committed, expected messages, counters of A just before the kill, counters of B,
+    produced)."""
     run = Run(broker, bundle.path, tmp_path, name)
     run.env["MW_PROCESSING_GUARANTEE"] = guarantee
     try:
@@ -252,7 +284,7 @@ def _kill_mid_stream(broker, bundle, sim_series, tmp_path, name, guarantee):
         # the rest arrives at a steady rate: the kill lands while A is reading and scoring it
         feeder = threading.Thread(target=run.produce, args=(messages[half:], KILL_RATE))
         feeder.start()
-        time.sleep(0.4 * (len(messages) - half) / KILL_RATE)
+        time.sleep(0.4 * (len(messages) - half) / KILL_RATE)  # the kill's point in the feed
         done_a = worker_counters(port_a)  # a lower bound: A goes on until the kill
         os.kill(proc_a.pid, signal.SIGKILL)
         proc_a.wait()
@@ -261,20 +293,8 @@ def _kill_mid_stream(broker, bundle, sim_series, tmp_path, name, guarantee):
         b_started = time.monotonic()
         _, port_b = run.start_worker()
         feeder.join()
-        expected = expected_alerts(bundle, series)
-        # B reads at least what A had not committed; wait until it has caught up.
-        wait_for(lambda: metric(port_b, "meterwatch_consumer_lag") == 0
-                 and accounted(worker_counters(port_b)) + accounted(done_a) >= len(messages),
-                 240, "worker B to catch up")
-        if guarantee == "exactly_once":
-            # The lag says little here: B shows nothing before its first commit, and it first
-            # restores the table (Faust ends an exactly_once changelog recovery only after
-            # 2 x 5 s without a record: the last offset is a transaction marker, never read).
-            wait_for(lambda: expected <= _committed_alerts(broker, run), 240,
-                     "every expected alert, read committed")
-            print(f"\nexactly_once: every expected alert committed "
-                  f"{time.monotonic() - b_started:.1f} s after worker B was started")
-        time.sleep(6)  # a last commit / transaction
+        expected = expected_messages(bundle, series)
+        settle(run, port_b, expected, guarantee, b_started, len(messages) - accounted(done_a))
         alerts = [json.loads(v) for v in consume_all(broker.bootstrap, run.env["MW_ALERTS_TOPIC"])]
         counters_b = worker_counters(port_b)
         assert_accounted([done_a, counters_b], len(messages), exact=False)
@@ -283,15 +303,36 @@ def _kill_mid_stream(broker, bundle, sim_series, tmp_path, name, guarantee):
         run.stop()
 
 
-def _committed_alerts(broker, run) -> set[tuple[str, str]]:
-    """(alert_id, status) of the opening and resolving alerts a read_committed consumer sees."""
-    alerts = map(json.loads, consume_all(broker.bootstrap, run.env["MW_ALERTS_TOPIC"], idle_s=1.0))
-    return {(a["alert_id"], a["status"]) for a in alerts if a["status"] != "update"}
+def settle(run, port: int, expected: set, guarantee: str, started: float, owed: float) -> None:
+    """Wait until the last worker has caught up (no lag, and at least `owed` readings given a
+    fate: what the killed workers had not) and until every expected alert message is
+    committed. A lost message does not fail here: the comparison afterwards names it."""
+    # Under exactly_once the lag never reads 0 on the internal topic (its last offset is a
+    # commit marker, never taken), and a worker shows nothing before its first commit, after
+    # restoring the table (Faust ends an exactly_once changelog recovery only after 2 x 5 s
+    # without a record): the committed alerts below are what it is waited for by.
+    def caught_up() -> bool:
+        try:
+            return ((guarantee == "exactly_once" or metric(port, "meterwatch_consumer_lag") == 0)
+                    and accounted(worker_counters(port)) >= owed)
+        except OSError:  # busy: not answering within the timeout
+            return False
+
+    wait_for(caught_up, 240, "the last worker to catch up")
+    try:
+        wait_for(lambda: expected <= set(alert_keys(_committed_alerts(run.broker, run))), 300,
+                 "every expected alert message, read committed")
+        print(f"\n{guarantee}: every expected alert message committed "
+              f"{time.monotonic() - started:.1f} s after the last worker was started")
+    except AssertionError:
+        pass  # compared (and named) by compare_alerts
+    time.sleep(6)  # a last commit / transaction: repeats, if any, are counted too
 
 
-def _duplicates(alerts) -> int:
-    seen = Counter((a["alert_id"], a["status"]) for a in alerts if a["status"] != "update")
-    return sum(n - 1 for n in seen.values())
+def _committed_alerts(broker, run) -> list[dict]:
+    """The alert messages a read_committed consumer sees."""
+    return [json.loads(v) for v in consume_all(broker.bootstrap, run.env["MW_ALERTS_TOPIC"],
+                                               idle_s=1.0)]
 
 
 @pytest.mark.kafka
@@ -300,24 +341,115 @@ def _duplicates(alerts) -> int:
     "passes on a quiet one: under investigation", strict=False))])
 def test_sigkill_mid_stream(kafka_broker, tiny_bundle, sim_series, tmp_path, unique_name,
                             guarantee):
-    """at_least_once: every alert arrives, repeats allowed (same alert_id). exactly_once: every
-    alert arrives once to a read_committed consumer."""
+    """One SIGKILL while the worker reads and scores: every alert message `score` gives (open,
+    update, resolved) arrives; at_least_once may repeat some, exactly_once none (read
+    committed)."""
     if guarantee == "exactly_once":
         requires_real_kafka(kafka_broker, "transactions (exactly_once)")
     alerts, expected, counters_a, counters_b, produced = _kill_mid_stream(
         kafka_broker, tiny_bundle, sim_series, tmp_path,
         unique_name("mw").replace("_", "-"), guarantee)
-    dups = _duplicates(alerts)
     rescored = accounted(counters_a) + accounted(counters_b) - produced
-    print(f"\n{guarantee}: {len(alerts)} alert messages, {len(expected)} expected open/resolved, "
-          f"{dups} repeated (alert_id, status); A before the kill {counters_a}; B {counters_b}; "
+    summary = compare_alerts(alerts, expected, guarantee)
+    print(f"\n{guarantee}: {summary}; A before the kill {counters_a}; B {counters_b}; "
           f"readings given a fate twice: at most {rescored:.0f}")
-    assert {(a["alert_id"], a["status"]) for a in alerts if a["status"] != "update"} == expected
-    if guarantee == "exactly_once":
-        assert dups == 0
-    else:
+    if guarantee == "at_least_once":
         # re-delivered readings are recognised by their offset and counted as duplicates
         assert not counters_b["invalid"], counters_b
+
+
+# Seconds after a worker starts giving readings a fate until it is killed: before and after
+# its first commit (every 2.8 s), while it redoes what the killed one left and while it reads
+# the live feed.
+KILL_AFTER_S = (0.4, 2.3, 1.1, 3.6, 0.1, 1.7)
+REPEATED_KILL_RATE = {"at_least_once": 120.0, "exactly_once": 60.0}  # readings/s of the feed
+
+
+class Feed(threading.Thread):
+    """Produces `messages` at `rate` until `rush()`, then the rest at once."""
+
+    def __init__(self, bootstrap: str, messages, rate: float):
+        super().__init__(daemon=True)
+        self.bootstrap, self.messages, self.rate = bootstrap, messages, rate
+        self.rushed = threading.Event()
+        self.sent = 0
+
+    def rush(self):
+        self.rushed.set()
+
+    def run(self):
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5})
+        started = time.monotonic()
+        for n, (topic, key, value) in enumerate(self.messages):
+            producer.produce(topic, key=key, value=value)
+            producer.poll(0)
+            self.sent = n + 1
+            ahead = n / self.rate - (time.monotonic() - started)
+            if ahead > 0:
+                self.rushed.wait(ahead)
+        assert producer.flush(60) == 0
+
+
+@pytest.mark.kafka
+@pytest.mark.soak
+@pytest.mark.long  # 4-6 min a variant on 2 cores: pytest -m long
+@pytest.mark.parametrize(("guarantee", "store"), [("at_least_once", "memory://"),
+                                                  ("at_least_once", "rocksdb://"),
+                                                  ("exactly_once", "memory://")],
+                         ids=["at_least_once-memory", "at_least_once-rocksdb",
+                              "exactly_once-memory"])
+def test_repeated_sigkills_lose_no_alert(kafka_broker, tiny_bundle, sim_series, tmp_path,
+                                         unique_name, guarantee, store):
+    """Six workers in turn, each SIGKILLed at another point of a live feed (KILL_AFTER_S after
+    it starts giving readings a fate), a seventh finishes: every alert message `score` gives
+    (open, update, resolved, by (alert_id, status, last_seen)) arrives; at_least_once may
+    repeat some, exactly_once none (read committed)."""
+    if guarantee == "exactly_once":
+        requires_real_kafka(kafka_broker, "transactions (exactly_once)")
+    bundle = tiny_bundle
+    run = Run(kafka_broker, bundle.path, tmp_path, unique_name("mw").replace("_", "-"))
+    # rocksdb: each worker starts on the state directory the killed one left (a restart on its
+    # own volume); memory: from the changelog alone (a fresh host)
+    run.env.update(MW_PROCESSING_GUARANTEE=guarantee, MW_STORE=store)
+    series = sim_series[0][:4]
+    messages = _messages(run, series, range(len(series[0].values)))
+    feed = Feed(kafka_broker.bootstrap, messages, REPEATED_KILL_RATE[guarantee])
+    try:
+        create_topics(kafka_broker.bootstrap, [run.topic(s.meter_id) for s in series], 4)
+        counters, points = [], []
+        for kill, after_s in enumerate(KILL_AFTER_S):
+            proc, port = run.start_worker()
+            if kill == 0:
+                feed.start()
+            wait_for(lambda port=port: (c := counters_now(port)) is not None
+                     and accounted(c) > 0, 240, "the new worker to give readings a fate")
+            started = time.monotonic()
+            last = counters_now(port)  # a lower bound: it goes on until the kill
+            while time.monotonic() - started < after_s:  # the kill's point in the scenario
+                last = counters_now(port) or last
+            counters.append(last or {"in": 0.0, "invalid": {}, "outcome": {}})
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            points.append(f"{after_s} s in, {feed.sent} produced, "
+                          f"{accounted(counters[-1]):.0f} accounted")
+        print(f"\n{guarantee}: {len(points)} kills: " + "; ".join(points))
+        started = time.monotonic()
+        _, port = run.start_worker()
+        feed.rush()
+        feed.join()
+        expected = expected_messages(bundle, series)
+        settle(run, port, expected, guarantee, started,
+               len(messages) - sum(accounted(c) for c in counters))
+        alerts = [json.loads(v) for v in consume_all(kafka_broker.bootstrap,
+                                                     run.env["MW_ALERTS_TOPIC"])]
+        counters.append(worker_counters(port))
+        print(f"{guarantee}: {compare_alerts(alerts, expected, guarantee)}")
+        assert_accounted(counters, len(messages), exact=False)
+        if guarantee == "at_least_once":
+            assert not any(c["invalid"] for c in counters), counters
+    finally:
+        feed.rush()
+        run.stop()
 
 
 # --- state recovery after a SIGKILL, per 10,000 meters ---------------------------------------

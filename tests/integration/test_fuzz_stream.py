@@ -9,8 +9,10 @@ messages over MW_MAX_MESSAGE_BYTES (set to 4096 here). The valid readings are sp
 meters with repeats (duplicates) and swapped neighbours (out-of-order bursts).
 
 Checks: the worker is alive and /health answers; every bad event is in the dead-letter topic
-with its reason (matched by the SHA-256 of its bytes); the accounting equation holds with
-read = produced.
+with its reason (matched by the SHA-256 of its bytes); every dead letter, those of readings the
+meter window refuses after the re-keying hop included, names the input event it came from: the
+key and value at its source partition and offset are its own; the accounting equation holds
+with read = produced.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from collections import Counter
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from test_faults import assert_accounted, consume_all, wait_accounted, worker_counters
 
 from stream_app.core.records import encode_reading
@@ -86,6 +89,26 @@ def _bad(rng: random.Random, meter: str, ts: int) -> tuple[bytes, bytes | None, 
     return with_(meter_id=meter_id), None, code
 
 
+WINDOW_CODES = ("out_of_order", "conflicting_duplicate", "off_grid")  # refused after the hop
+
+
+def read_with_positions(bootstrap: str, topic: str, count: int) -> dict:
+    """(topic, partition, offset) -> (key, value) of the first `count` messages of `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"pos-{time.time_ns()}",
+                         "enable.auto.commit": False})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    got, deadline = {}, time.monotonic() + 120
+    try:
+        while len(got) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                got[(msg.topic(), msg.partition(), msg.offset())] = (msg.key(), msg.value())
+    finally:
+        consumer.close()
+    return got
+
+
 def generate(seed: int, topic: str, t0: int) -> tuple[list, Counter]:
     """The events (topic, key, value) and Counter((sha256, reason code)) of the bad ones."""
     rng = random.Random(seed)
@@ -146,7 +169,18 @@ def test_ten_thousand_fuzzed_events(kafka_broker, tiny_bundle, tmp_path, unique_
             if not d["truncated"] and d["value_b64"] is not None:
                 assert hashlib.sha256(base64.b64decode(d["value_b64"])).hexdigest() \
                     == d["original_sha256"]
+        sources = read_with_positions(kafka_broker.bootstrap, topic, len(events))
+        for d in letters:  # each names its own event: key and bytes at its source position
+            where = (d["source"]["topic"], d["source"]["partition"], d["source"]["offset"])
+            key, value = sources[where]
+            assert d["original_sha256"] == hashlib.sha256(value).hexdigest(), (d["code"], where)
+            assert d["key_b64"] == (None if key is None else base64.b64encode(key).decode())
+        assert len({(d["source"]["partition"], d["source"]["offset"]) for d in letters}) \
+            == len(letters)
+        after_hop = Counter(d["code"] for d in letters if d["code"] in WINDOW_CODES)
         print(f"\nfuzz: {len(events)} events ({sum(bad.values())} bad) in {took:.1f} s; "
-              f"outcomes {counters['outcome']}; dead letters by reason {counters['invalid']}")
+              f"outcomes {counters['outcome']}; dead letters by reason {counters['invalid']}; "
+              f"{len(letters)} dead letters at their source positions, {dict(after_hop)} "
+              f"refused after the hop")
     finally:
         run.stop()

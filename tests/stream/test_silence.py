@@ -147,9 +147,10 @@ def check_ticks(tracker, now: float) -> list:
 def test_twenty_thousand_meters_silent_at_once_raise_one_alert_and_grow_by_doubling():
     tracker = SilenceTracker(factor=4, group_min=10)
     first = site_meters(tracker, "plant", 20_000, company=None)
-    events = check_ticks(tracker, T0 + 3601)  # 10,000 decided a tick
-    assert [(m, e.status, e.silent) for m, e in events] == [("site:-:plant", "open", 10_000),
-                                                           ("site:-:plant", "update", 20_000)]
+    events = check_ticks(tracker, T0 + 3601)  # 5,000 decided a tick (DUE_PER_CHECK)
+    assert [(m, e.status, e.silent) for m, e in events] == [
+        ("site:-:plant", "open", 5_000), ("site:-:plant", "update", 10_000),
+        ("site:-:plant", "update", 20_000)]
     # while it is open, later silences at the site join it: an update each time it doubles
     later = site_meters(tracker, "plant", 30_000, company=None, prefix="late", at=T0 + 100)
     events = check_ticks(tracker, T0 + 3701)
@@ -204,9 +205,9 @@ def test_a_check_costs_what_is_due_not_the_silent_meters_already_alerted():
     for tick in range(300):
         tracker.check(T0 + 3601 + tick)
         costs.append(tracker.examined)
-    assert costs[:6] == [10_000] * 5 + [0]  # deciding them: each once, DUE_PER_CHECK a tick
-    costs = costs[5:]
-    assert costs == [0] * 295  # silent and alerted: no deadline queued, nothing looked at
+    assert costs[:11] == [DUE_PER_CHECK] * 10 + [0]  # deciding them: each once
+    costs = costs[10:]
+    assert costs == [0] * 290  # silent and alerted: no deadline queued, nothing looked at
     assert tracker.heap_sizes()[0] == 0
     # 10,000 live meters, phases spread over the interval, each reporting every 900 s
     live = [f"live-{i}" for i in range(10_000)]
@@ -275,7 +276,7 @@ def test_twenty_thousand_made_up_meters_leave_nothing_behind_after_the_ttl():
 def test_forgotten_meters_leave_their_group_and_leftover_entries_are_compacted():
     tracker = SilenceTracker(factor=4, group_min=10)
     moved = site_meters(tracker, "x", 9_000)
-    tracker.check(T0 + 3601)
+    check_ticks(tracker, T0 + 3601)
     for meter in moved[:3_000]:
         tracker.seen(meter, T0 + 3700, 900, ts_ms=TS + 900_000, site="x", company="acme")
     assert tracker.heap_sizes() == (3_000, 9_000)
