@@ -38,7 +38,6 @@ from benchmarks.report import arguments, header, machine, publish
 from stream_app.core.calibration import MeterCalibration
 from stream_app.core.evidence import assess
 from stream_app.core.model_bundle import Bundle
-from stream_app.core.preprocessing import Normaliser
 from stream_app.core.scoring import Detector, RowContext, forest_features
 from stream_app.devtools.simulator import simulate
 
@@ -51,8 +50,8 @@ def _rows(bundle: Bundle, n: int) -> tuple[np.ndarray, list[str], RowContext]:
     """(n, max_window) normalised trailing windows of one simulated meter, its category, and
     the same rows' raw readings and time, scored as the bundle's first profiled meter."""
     days = -(-(n + bundle.max_window) // 96) + 1
-    series = simulate(bundle.manifest["profile"], meters=1, days=days, seed=7)[0]
-    norm = Normaliser.from_dict(bundle.manifest["normalisation"]["default"])
+    series = simulate(bundle.manifest.profile, meters=1, days=days, seed=7)[0]
+    norm = bundle.manifest.normalisation.default
     w = bundle.max_window
     raw = np.lib.stride_tricks.sliding_window_view(series.values, w)[:n]
     meter = next(iter(bundle.profiles.profiles), series.meter_id)
@@ -71,7 +70,7 @@ def _measure(det: Detector, rows: np.ndarray, cats: list[str], context: RowConte
     chunks = [(det.trailing_windows(rows[k:k + batch]), cats[k:k + batch],
                _part(context, k, k + batch)) for k in range(0, len(rows), batch)]
     rec, models = det.reconstructor, det.bundle.models
-    median = np.asarray(det.bundle.manifest["feature_stats"]["median"], dtype=np.float64)
+    median = np.asarray(det.bundle.manifest.feature_stats.median, dtype=np.float64)
 
     def ceiling():
         for windows, _, _ in chunks:
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         f"absolute figures vary between runs, the ratios are from one run); onnxruntime "
         f"{ort.__version__}, numba {numba.__version__}. Bundle `{bundle.version}` (windows "
         f"{'/'.join(map(str, bundle.window_sizes))}, models {', '.join(bundle.models)}), "
-        f"{len(rows)} rows of a simulated {bundle.manifest['profile']} meter scored as profiled "
+        f"{len(rows)} rows of a simulated {bundle.manifest.profile} meter scored as profiled "
         f"meter `{context.meter_ids[0]}`, Detector with 1 ONNX "
         "and 1 Numba thread, best of several passes. Stage columns: share of the full pass's time; "
         "rest is the remainder (timing "

@@ -4,5 +4,5 @@
 # Extra arguments go to `meterwatch demo` (e.g. --meters 16 --days 14 --broker kafka).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MW_EXTRAS="${MW_EXTRAS:-cpu}" bash scripts/setup.sh
+MW_EXTRAS="${MW_EXTRAS:-cpu,demo}" bash scripts/setup.sh
 exec .venv/bin/meterwatch demo "$@"

@@ -1,19 +1,32 @@
-"""The `meterwatch` command. User errors print one line and exit 2; never a traceback."""
+"""The `meterwatch` command. User errors print one line and exit 2; never a traceback.
+
+Exit codes: 0 done; 2 a user error (bad input, setting or bundle: one line on stderr); 130
+interrupted (Ctrl-C); 141 standard output closed early (`meterwatch alerts --json | head -1`:
+silent, as a shell reports a command killed by SIGPIPE).
+
+Over 300 lines: the one table of subcommands and their arguments; the work is in the wings.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from stream_app import __version__
 from stream_app.core.errors import InputError, MeterwatchError
 from stream_app.io.series_io import add_reader_arguments
+from stream_app.models import default_bundle
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "onnx_models" / "default"
+# The shipped bundle: package data of an installed wheel, onnx_models/default in a checkout.
+DEFAULT_BUNDLE = default_bundle()
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+EXIT_STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE
 
 
 def _positive_int(text: str) -> int:
@@ -76,9 +89,9 @@ def cmd_train(args) -> int:
     started = time.perf_counter()
     bundle = train_bundle(series, Path(args.out), profile, options)
     m = bundle.manifest
-    size = sum(f["bytes"] for f in m["files"].values())
-    print(f"bundle {bundle.version} written to {args.out}: windows {m['window_sizes']}, "
-          f"models {m['models']}, {size / 1024:.0f} KiB, "
+    size = sum(f.bytes for f in m.files.values())
+    print(f"bundle {bundle.version} written to {args.out}: windows {list(m.window_sizes)}, "
+          f"models {list(m.models)}, {size / 1024:.0f} KiB, "
           f"{time.perf_counter() - started:.0f} s")
     return 0
 
@@ -119,12 +132,16 @@ def cmd_score(args) -> int:
     limits = detector.bundle.limits
     need = detector.bundle.max_window + 1
     for s in series:
+        _check_interval(s, detector.bundle)
         if len(s.values) < need:
             raise InputError(f"meter {s.meter_id}: {len(s.values)} readings are too short for "
                              f"window {need - 1} (need at least {need})")
     written = []  # (file line, row): one per input row
     for s in series:
-        written += _output_rows(s, score_series(detector, s), limits.limit(s.category))
+        rows = _output_rows(s, score_series(detector, s), limits.limit(s.category))
+        print(f"meter {s.meter_id}: {len(rows)} rows, {sum(1 for _, r in rows if r[4])} scored, "
+              f"{sum(r[7] for _, r in rows)} flagged, {len(s.repairs)} repairs", file=sys.stderr)
+        written += rows
     written.sort(key=lambda item: item[0])  # input order
     rows = [row for _, row in written]
     write_rows_csv(args.output, header, rows)
@@ -133,6 +150,19 @@ def cmd_score(args) -> int:
     print(f"scored {scored} of {len(rows)} readings of {len(series)} meter(s) with "
           f"{detector.bundle.version}: {flagged} flagged; wrote {args.output}")
     return 0
+
+
+def _check_interval(s, bundle) -> None:
+    """Readings of another interval than the bundle's would be windows of another length of
+    time: refused, with the way out."""
+    trained = bundle.manifest.interval_s
+    if s.interval_s == trained:
+        return
+    every = f"{trained // 60}min" if trained % 60 == 0 else str(trained)
+    hint = (f"resample with --interval {every}" if trained % s.interval_s == 0
+            else f"train a bundle on {s.interval_s} s readings")
+    raise InputError(f"meter {s.meter_id}: readings every {s.interval_s} s, but bundle "
+                     f"{bundle.version} was trained on readings every {trained} s ({hint})")
 
 
 def _output_rows(s, result, limit) -> list[tuple[int, list]]:
@@ -188,7 +218,9 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meterwatch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="meterwatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"meterwatch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model bundle from a CSV of meter readings")
@@ -207,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("score", help="score every reading of a CSV with a model bundle")
-    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle folder")
+    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
+                   help="bundle folder (default: the shipped default bundle)")
     p.add_argument("--input", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path)
     _csv_columns(p)
@@ -249,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1000.0, help="readings per second to send")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
-    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE)
+    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
+                   help="bundle folder (default: the shipped default bundle)")
     p.set_defaults(func=cmd_demo)
 
     # commands that live with their wing: (name, help, add its arguments, run it)
@@ -289,19 +323,36 @@ def _join_negative_offsets(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(_join_negative_offsets(sys.argv[1:] if argv is None else argv))
     try:
-        return args.func(args)
-    except MeterwatchError as exc:
-        print(f"meterwatch {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"meterwatch {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"meterwatch {args.command}: interrupted", file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(_join_negative_offsets(sys.argv[1:] if argv is None else argv))
+        try:
+            return args.func(args)
+        except MeterwatchError as exc:
+            print(f"meterwatch {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            print(f"meterwatch {args.command}: error: {exc.strerror}: {exc.filename}",
+                  file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print(f"meterwatch {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our stdout is gone (`| head`): stop quietly
+        _silence_stdout()
+        return EXIT_STDOUT_CLOSED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is still
+    buffered does not fail again ("Exception ignored ... BrokenPipeError") on the way out."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file descriptor (captured): nothing to flush
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ from stream_app.devtools.brokers import (
     TestcontainersBroker,
     wait_until_ready,
 )
-from stream_app.stream.settings import KafkaSettings
+from stream_app.stream.settings import KafkaSettings, register_variables
 
 _BROKER_LINE = pytest.StashKey[str]()
+# The suite's own MW_ variables: settings read in this process accept them; a worker never does.
+register_variables(("MW_SHARED_DATA", "MW_TEST_BROKER", "MW_SOAK_S", "MW_SOAK_REPORT"))
 
 
 def pytest_configure(config):

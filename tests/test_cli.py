@@ -36,8 +36,8 @@ def test_simulate_then_score_writes_one_row_per_reading(tmp_path, capsys, tiny_b
     ("", "empty"),
     ("timestamp,value\n2025-01-01T00:00:00Z,abc\n", "row 2"),
     ("foo,bar\n2025-01-01T00:00:00Z,1\n", "column"),
-    ("timestamp,value\n" + "".join(f"2025-01-01T{h:02d}:00:00Z,1\n" for h in range(10)),
-     "too short"),
+    ("timestamp,value\n" + "".join(f"2025-01-01T{k // 4:02d}:{k % 4 * 15:02d}:00Z,1\n"
+                                     for k in range(10)), "too short"),
     ("timestamp,value\nyesterday,1\n", "row 2"),
 ])
 def test_bad_csv_is_one_line_and_exit_2(tmp_path, capsys, tiny_bundle, content, expected):
@@ -215,3 +215,20 @@ def test_bad_interval_flag_exits_2(tmp_path, capsys):
         main(["score", "--input", "x.csv", "--output", "o.csv", "--interval", "fortnight"])
     assert info.value.code == 2
     assert "not a duration like 300, 5min, 15min or 1h" in capsys.readouterr().err
+
+
+def test_score_refuses_another_interval_than_the_bundles(tmp_path, capsys):
+    """A 5-minute file against a 15-minute bundle: one line naming both intervals and the way
+    out; resampled with --interval 15min it scores, with a per-meter summary on stderr."""
+    rows = [f"2025-01-{1 + k // 288:02d}T{(k % 288) // 12:02d}:{(k % 12) * 5:02d}:00Z,"
+            f"{1.0 + (k % 12) / 10}" for k in range(288 * 3)]
+    path = tmp_path / "five.csv"
+    path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    assert main(["score", "--input", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        "meter five: readings every 300 s, but bundle default@2 was trained on readings every "
+        "900 s (resample with --interval 15min)")
+    assert main(["score", "--input", str(path), "--out", str(out), "--interval", "15min"]) == 0
+    assert "meter five: 864 rows, " in capsys.readouterr().err  # one per input row

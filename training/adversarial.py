@@ -16,8 +16,8 @@ x_adv itself would instead search for inputs the model cannot copy, which drifts
 generic noise.) Windows are independent: the batch loss is the sum of the per-window losses, so
 one window's gradient never depends on its neighbours in the batch.
 
-Epsilon is in the units of the windows: z-scores of the differenced series. The study's
-eps = 0.25 is thus a quarter of a standard deviation of the reading-to-reading change.
+Epsilon is in the units of the windows: normalised readings (z-scores with the meter's mean and
+std). The study's eps = 0.25 is thus a quarter of a standard deviation of the meter's readings.
 """
 
 from __future__ import annotations

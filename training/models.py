@@ -1,9 +1,9 @@
 """The two reconstruction autoencoders, each a dataclass config beside its nn.Module.
 
-Both take a batch of normalised differenced windows, shape (batch, window) float32, and return
-their reconstruction of the same shape. Keeping the tensors 2-D at the boundary gives the ONNX
-graphs one plain input "window" [batch, W] and one output "reconstruction" [batch, W], which is
-all the torch-free runtime needs to know.
+Both take a batch of normalised windows (the meter's readings as z-scores), shape (batch,
+window) float32, and return their reconstruction of the same shape. Keeping the tensors 2-D at
+the boundary gives the ONNX graphs one plain input "window" [batch, W] and one output
+"reconstruction" [batch, W], which is all the torch-free runtime needs to know.
 
 - `CnnGruAE` (the study's CNN-GRU with GELU): convolutions pick up local shapes (ramps, steps,
   spikes), a GRU reads them in time order and its last state is squeezed to a small latent vector;
@@ -45,8 +45,8 @@ def _unroll(linear: nn.Linear, z: torch.Tensor, cfg) -> torch.Tensor:
     """Latent (B, latent) -> decoder inputs (B, W, latent), a different learned input per step.
 
     Feeding the same latent at every step (the textbook "repeat vector") leaves the decoder to
-    find each sample's position from its own state alone; on 96-sample windows of a differenced
-    daily series both models then stalled at predicting the mean. A per-step linear map gives
+    find each sample's position from its own state alone; on 96-sample windows of a daily
+    series both models then stalled at predicting the mean. A per-step linear map gives
     the decoder its position for ~latent*latent*W weights and lets both train.
     """
     return linear(z).view(z.shape[0], cfg.window, cfg.latent)
@@ -54,7 +54,7 @@ def _unroll(linear: nn.Linear, z: torch.Tensor, cfg) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CnnGruConfig:
-    window: int  # samples per window (a dominant period of the differenced series)
+    window: int  # samples per window (a dominant period of the differenced series, by the FFT)
     channels: int = 16  # convolution channels: enough for ramps/steps/spikes, small enough for CPU
     hidden: int = 32  # GRU state size
     latent: int = 8  # bottleneck: narrow so anomalous shapes reconstruct badly

@@ -15,6 +15,8 @@
    augmentation, the one that best separates normal from MI-FGSM adversarial rows (the
    scarce anomaly class);
 7. manifest.json with the SHA-256 of every file; the bundle is loaded back and verified.
+
+Over 300 lines: training reads top to bottom in the order above, on purpose.
 """
 
 from __future__ import annotations
@@ -28,17 +30,27 @@ from pathlib import Path
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
+from stream_app.core.accuracy import precision_recall_f1
 from stream_app.core.errors import InputError
 from stream_app.core.evidence import MeterProfile, budget_quantile, profile_span
 from stream_app.core.inference import Reconstructor
 from stream_app.core.isolation_forest import ForestScorer
-from stream_app.core.model_bundle import (
+from stream_app.core.manifest import (
     FOREST_FILE,
-    Bundle,
-    BundleLayout,
+    SCHEMA_VERSION,
+    Decision,
+    DtwOptions,
+    Evidence,
+    FeatureStats,
+    FileEntry,
+    Manifest,
+    Normalisation,
+    ScoreStats,
+    TrainedMeter,
+    TrainingRecord,
     onnx_name,
-    write_manifest,
 )
+from stream_app.core.model_bundle import Bundle, BundleLayout, write_manifest
 from stream_app.core.preprocessing import Normaliser, dominant_periods, sliding_windows
 from stream_app.core.profiles import Profile
 from stream_app.core.scoring import Detector, forest_features, reconstruction_errors
@@ -133,14 +145,14 @@ def _limit_rows(rows: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndar
     return rows[np.sort(rng.choice(len(rows), cap, replace=False))]
 
 
-def _best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float, float]:
+def best_base_limit(z_normal: np.ndarray, z_anomal: np.ndarray) -> tuple[float, float]:
     """The z limit in [1.5, 6] that maximises F1 of normal vs adversarial rows."""
     best = (3.0, -1.0)
     for limit in np.arange(1.5, 6.01, 0.05):
         tp = float((z_anomal > limit).sum())
         fp = float((z_normal > limit).sum())
         fn = len(z_anomal) - tp
-        f1 = 2 * tp / max(2 * tp + fp + fn, 1.0)
+        f1 = precision_recall_f1(tp, fp, fn)[2] or 0.0
         if f1 > best[1]:
             best = (float(limit), f1)
     return best
@@ -188,7 +200,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     max_w = max(sizes)
     recent = min(options.recent_readings, min(sizes))  # a window's newest readings, at most all
     meters = _prepare(series, max_w)
-    files: dict[str, dict] = {}
+    files: dict[str, FileEntry] = {}  # sha256 and bytes: filled in by write_manifest
     models: dict[tuple[str, int], object] = {}
     history: dict[str, dict] = {}
     for w in sizes:
@@ -200,11 +212,10 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
             model, hist = fit_autoencoder(model, train_x, val_x, options.train, desc=f"{kind}/{w}")
             check = val_x[rng.choice(len(val_x), min(512, len(val_x)), replace=False)]
             report = export_onnx(model, w, out / onnx_name(kind, w), check)
-            files[onnx_name(kind, w)] = {
-                "sha256": "", "bytes": 0, "role": "autoencoder", "model": kind, "window": w,
-                "config": config_dict(model), "opset": report["opset"],
-                "parity_max_abs_diff": float(report["max_abs_diff"]),
-            }
+            files[onnx_name(kind, w)] = FileEntry(
+                sha256="", bytes=0, role="autoencoder", model=kind, window=w,
+                config=config_dict(model), opset=report["opset"],
+                parity_max_abs_diff=float(report["max_abs_diff"]))
             models[(kind, w)] = model
             history[f"{kind}/{w}"] = {k: v for k, v in hist.items() if k != "model"}
             # the baseline an autoencoder must beat: each validation window's own mean
@@ -243,9 +254,9 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     sk_forest.fit(forest_features(train_feats, median))
     forest = ForestScorer.from_sklearn(sk_forest)
     np.savez(out / FOREST_FILE, **forest.to_arrays())
-    files[FOREST_FILE] = {"sha256": "", "bytes": 0, "role": "isolation_forest", "model": None,
-                          "window": None, "config": {"n_estimators": options.n_estimators},
-                          "parity_max_abs_diff": None, "opset": None}
+    files[FOREST_FILE] = FileEntry(sha256="", bytes=0, role="isolation_forest", model=None,
+                                   window=None, config={"n_estimators": options.n_estimators},
+                                   parity_max_abs_diff=None, opset=None)
 
     val_scores = forest.score(forest_features(val_feats, median))
     mean, std = float(val_scores.mean()), float(val_scores.std())
@@ -263,7 +274,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
                               {c: (v["mean"], v["std"]) for c, v in category_stats.items()})
     z_val = decision.zscores(val_scores, val_category)
     z_adv = decision.zscores(forest.score(adv_feats), val_category[adv_index])
-    best_base, f1_adv = _best_base_limit(z_val, z_adv)
+    best_base, f1_adv = best_base_limit(z_val, z_adv)
     adversarial = aug.enabled if options.adversarial is None else options.adversarial
     if profile.explicit_limits is not None:
         limits, calibration = dict(profile.limits), "profile"
@@ -279,41 +290,43 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         calibration = "usage_ratios" if base == profile.base_limit else "normal_quantile"
         limits = calibrate_limits(base, profile.usage_ratios, profile.gamma)
 
-    manifest = {
-        "schema_version": 1,
-        "name": options.name,
-        "version": options.version or datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "profile": profile.name,
-        "interval_s": int(series[0].interval_s),
-        "window_sizes": list(sizes),
-        "models": list(options.models),
-        "feature_order": [f"{m}/{w}" for w in sizes for m in options.models],
-        "feature_transform": "log",
-        "feature_stats": {"median": median.tolist(), "scale": scale.tolist()},
-        "dtw": {"band": options.band, "normalise": True, "measure": options.error_measure},
-        "normalisation": {
-            "default": Normaliser.fit(np.concatenate([m.series.values for m in meters]))
-            .to_dict(),
-            "meters": {m.series.meter_id: m.normaliser.to_dict() for m in meters},
-        },
-        "warmup_readings": max(2 * max_w, 192),
-        "decision": {"score_mean": mean, "score_std": std, "limits": limits,
-                     "base_limit": base, "calibration": calibration,
-                     "category_stats": category_stats},
-        "files": files,
-        "training": {
-            "command": options.command,
-            "config": {**asdict(options.train), "n_estimators": options.n_estimators,
-                       "seed": options.seed, "band": options.band},
-            "data": [{"meter_id": m.series.meter_id, "category": m.series.category,
-                      "readings": len(m.series.values),
-                      "first": int(m.series.timestamps[0]), "last": int(m.series.timestamps[-1]),
-                      "interval_s": int(m.series.interval_s),
-                      "labelled_anomalies": int(m.series.labels.sum())
-                      if m.series.labels is not None else None,
-                      "repairs": list(m.series.repairs)} for m in meters],
-            "metrics": {
+    if options.evidence:
+        evidence = Evidence.from_dict(_evidence(meters, recent), "evidence")
+    else:
+        evidence = Evidence(recent_readings=recent, profile_limit=None, meters={})
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=options.name,
+        version=options.version or datetime.now(UTC).strftime("%Y%m%d%H%M%S"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        profile=profile.name,
+        interval_s=int(series[0].interval_s),
+        window_sizes=sizes,
+        models=tuple(options.models),
+        feature_order=tuple(f"{m}/{w}" for w in sizes for m in options.models),
+        feature_transform="log",
+        feature_stats=FeatureStats(median=tuple(median.tolist()), scale=tuple(scale.tolist())),
+        dtw=DtwOptions(band=options.band, normalise=True, measure=options.error_measure),
+        normalisation=Normalisation(
+            default=Normaliser.fit(np.concatenate([m.series.values for m in meters])),
+            meters={m.series.meter_id: m.normaliser for m in meters}),
+        warmup_readings=max(2 * max_w, 192),
+        decision=Decision(score_mean=mean, score_std=std, limits=limits, base_limit=base,
+                          calibration=calibration,
+                          category_stats={c: ScoreStats(**v) for c, v in category_stats.items()}),
+        files=files,
+        training=TrainingRecord(
+            command=options.command,
+            config={**asdict(options.train), "n_estimators": options.n_estimators,
+                    "seed": options.seed, "band": options.band},
+            data=tuple(TrainedMeter(
+                meter_id=m.series.meter_id, category=m.series.category,
+                readings=len(m.series.values), first=int(m.series.timestamps[0]),
+                last=int(m.series.timestamps[-1]), interval_s=int(m.series.interval_s),
+                labelled_anomalies=int(m.series.labels.sum())
+                if m.series.labels is not None else None,
+                repairs=tuple(m.series.repairs)) for m in meters),
+            metrics={
                 "history": history,
                 "feature_rows": {"train": len(train_rows), "validation": len(val_rows)},
                 "validation_flag_rate": {
@@ -324,15 +337,11 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
                                 "detected_at_limits": {c: float((z_adv > lim).mean())
                                                        for c, lim in limits.items()}},
                 "seconds": round(time.perf_counter() - started, 1),
-            },
-        },
-        "attribution": options.attribution,
-        "audit": [],
-    }
-    if options.evidence:
-        manifest["evidence"] = _evidence(meters, recent)
-    elif recent:
-        manifest["evidence"] = {"recent_readings": recent}
+            }),
+        attribution=options.attribution,
+        audit=(),
+        evidence=evidence,
+    )
     write_manifest(out, manifest)
     if keep is not None:
         keep.update(models=models, val_rows=val_rows, train_rows=train_rows)

@@ -34,7 +34,7 @@ from stream_app.core.records import DEFAULT_INTERVAL_S, ms_to_iso
 
 ALERT_SCHEMA = "meterwatch.alert/1"
 STATUSES = ("open", "update", "resolved")
-KINDS = ("anomaly", "gap", "meter_silent")  # only "anomaly" is produced today; others reserved
+KINDS = ("anomaly", "gap", "meter_silent")  # the detector, a gap in a meter's readings, a silent meter
 SEVERITIES = ("low", "medium", "high", "critical")
 # Upper bounds of z / limit per band: just over the limit is "low"; twice the limit is far out in
 # the tail of the normal score distribution ("high"); 2.5x and beyond is "critical".

@@ -187,6 +187,9 @@ class MeterCalibration:
     profile: MeterProfile | None  # None: the bundle carries no evidence (the ablation)
     seen: np.ndarray  # (168,) uint8: how many days have shown each hour of the week
     provisional: np.ndarray = field(default_factory=lambda: np.zeros(SLOTS, bool))
+    # hours of the week whose expectation rests on readings of that hour or of its kind of day
+    # (evidence.ProfileTable: the others are not judged by the profile branch or dropout rule)
+    known: np.ndarray = field(default_factory=lambda: np.ones(SLOTS, bool))
     forest_mean: float = float("nan")  # the meter's own normal forest score; NaN: the bundle's
     forest_top: float = float("nan")  # t: the score its category's limit stands for
     f_mu0: float = 0.0  # the forest histogram's origin and unit (the warm-up's mean, spread)
@@ -459,7 +462,7 @@ class MeterCalibration:
         hours = np.flatnonzero((self.hour_n.astype(np.int64) + self.flag_n) > 0)
         slots = weekday_of(self.day) * 24 + hours
         seen = self.seen[slots].astype(np.float64)
-        known = p.known_mask()[slots]
+        known = self.known[slots]
         n_ok, n_bad = self.hour_n[hours].astype(np.float64), self.flag_n[hours].astype(np.float64)
         # a provisional hour and an hour first seen unjudged learn all their readings, an hour
         # first seen judged only its unflagged ones
@@ -510,8 +513,8 @@ class MeterCalibration:
                 lower[slot] = np.median(p.lower[src])
                 upper[slot] = np.median(p.upper[src])
                 known[d, h] = same.any()
-        self.profile = replace(p, median=median, lower=lower, upper=upper,
-                               known=known.reshape(SLOTS))
+        self.profile = replace(p, median=median, lower=lower, upper=upper)
+        self.known = known.reshape(SLOTS)
 
     def _scale(self) -> float:
         return max(self.profile.max_value, 1e-9) if self.profile is not None else 1.0
@@ -557,7 +560,7 @@ class MeterCalibration:
             scale = max(p.max_value, 1e-9)
             parts += [np.float16(a / scale).astype("<f2").tobytes()
                       for a in (p.median, p.lower, p.upper)]
-            parts.append(np.packbits(p.known_mask()).tobytes())
+            parts.append(np.packbits(self.known).tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -598,20 +601,23 @@ class MeterCalibration:
             feats = int(take("<u2", 1)[0])
             if feats:
                 center, spread = (take("<f2", feats).astype(np.float16) for _ in range(2))
-        profile = None
+        profile, known = None, np.ones(SLOTS, bool)
         if bits & 2:
             scale = max(max_value, 1e-9)
             median, lower, upper = (take("<f2", SLOTS).astype(np.float64) * scale
                                     for _ in range(3))
             known = np.unpackbits(take("u1", SLOTS // 8))[:SLOTS].astype(bool)
-            profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl,
-                                   known)
+            profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl)
         jump_scale = (jump_rel * (max(max_value, 1e-9) if profile is not None else 1.0)).astype(
             np.float32)
-        return cls(origin, profile, seen, provisional, fm, ftop, mu0, sd0, f_hist, r_hist, fb,
-                   rb, days, day, hour_sum, hour_n, flag_sum, flag_n, hour_min, hour_max, dmax,
-                   fmax, rn, rsum, rabs, center, spread, jump_scale, jump_days, j_hist, jump_sum,
-                   jump_n, jump_limit, day_stuck)
+        return cls(
+            origin=origin, profile=profile, seen=seen, provisional=provisional, known=known,
+            forest_mean=fm, forest_top=ftop, f_mu0=mu0, f_sd0=sd0, f_hist=f_hist, r_hist=r_hist,
+            f_budget=fb, r_budget=rb, days=days, day=day, hour_sum=hour_sum, hour_n=hour_n,
+            flag_sum=flag_sum, flag_n=flag_n, hour_min=hour_min, hour_max=hour_max,
+            day_max=dmax, flag_max=fmax, r_n=rn, r_sum=rsum, r_abs=rabs, feat_center=center,
+            feat_scale=spread, jump_scale=jump_scale, jump_days=jump_days, j_hist=j_hist,
+            jump_sum=jump_sum, jump_n=jump_n, jump_limit=jump_limit, day_stuck=day_stuck)
 
     def to_text(self) -> str:
         return base64.b85encode(self.to_bytes()).decode("ascii")

@@ -28,6 +28,7 @@ over threads with `prange`, each writing its own slice of the output.
 from __future__ import annotations
 
 import math
+from typing import Literal, TypedDict
 
 import numpy as np
 from numba import njit, prange
@@ -38,11 +39,20 @@ __all__ = ["dtw_batch"]
 # the two row buffers of a 96-sample window then take 2 * 97 * 32 * 8 B = 50 KB, about L1/L2 size.
 _BLOCK = 32
 
+
+class _JitOptions(TypedDict):
+    """The keyword arguments of `njit` set below, typed so that `njit(**_JIT)` type-checks."""
+
+    nogil: bool
+    cache: bool
+    error_model: Literal["python", "numpy"]
+
+
 # All Numba options in one place. cache=True: later processes load the compiled kernel from
 # __pycache__ instead of recompiling (about a second saved at start-up). No fastmath: the
 # recurrence relies on inf for forbidden cells, which fastmath's "no infinities" would break, and
 # the remaining flags gave no measurable speed-up on this loop.
-_JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
+_JIT: _JitOptions = {"nogil": True, "cache": True, "error_model": "numpy"}
 
 
 def dtw_batch(
@@ -89,7 +99,8 @@ def dtw_batch(
 
 
 @njit(parallel=True, **_JIT)
-def _dtw_pairs(x, y, band, out, finite):  # pragma: no cover - compiled
+def _dtw_pairs(x: np.ndarray, y: np.ndarray, band: int, out: np.ndarray,
+               finite: np.ndarray) -> None:  # pragma: no cover - compiled
     """Kernel: x, y (n_pairs, length) C-contiguous; writes out and finite (all inputs finite)."""
     n_pairs, length = x.shape
     for b in prange(-(-n_pairs // _BLOCK)):
@@ -114,7 +125,7 @@ def _dtw_pairs(x, y, band, out, finite):  # pragma: no cover - compiled
 
 
 @njit(**_JIT)
-def _dtw_block(xb, yb, band):  # pragma: no cover - compiled
+def _dtw_block(xb: np.ndarray, yb: np.ndarray, band: int) -> np.ndarray:  # pragma: no cover - compiled
     """_BLOCK pairs side by side; xb, yb (length, _BLOCK). Returns their DTW distances.
 
     Buffer row c holds D(., c - 1) for every lane; row 0 is the virtual column D(., -1).

@@ -9,6 +9,8 @@ with batches of 32-256 windows measured fastest, so scale out with more workers,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,11 +45,23 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
+class BundleFiles(Protocol):
+    """What Reconstructor reads of a bundle: a loaded Bundle or a BundleLayout in training."""
+
+    @property
+    def models(self) -> tuple[str, ...]: ...
+
+    @property
+    def window_sizes(self) -> tuple[int, ...]: ...
+
+    def onnx_path(self, model: str, window: int) -> Path: ...
+
+
 class Reconstructor:
     """Runs every autoencoder of a bundle. reconstruct() takes (n, window) float32 windows."""
 
-    def __init__(self, bundle, providers: Sequence[str] | None = None, threads: int = 1,
-                 chunk_values: int | None = CPU_CHUNK_VALUES):
+    def __init__(self, bundle: BundleFiles, providers: Sequence[str] | None = None,
+                 threads: int = 1, chunk_values: int | None = CPU_CHUNK_VALUES) -> None:
         """`chunk_values`: on CPU, the values per ONNX call (None: the whole batch at once)."""
         self.providers = choose_providers(providers)
         options = ort.SessionOptions()
@@ -56,7 +70,8 @@ class Reconstructor:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self._sessions = {}
+        # (model, window) -> (ONNX Runtime session, its input's name); ORT has no type hints.
+        self._sessions: dict[tuple[str, int], tuple[Any, str]] = {}
         for model in bundle.models:
             for window in bundle.window_sizes:
                 path = bundle.onnx_path(model, window)
@@ -74,7 +89,8 @@ class Reconstructor:
     @property
     def active_provider(self) -> str:
         session, _ = next(iter(self._sessions.values()))
-        return session.get_providers()[0]
+        provider: str = session.get_providers()[0]
+        return provider
 
     def reconstruct(self, model: str, window: int, windows: np.ndarray) -> np.ndarray:
         session, name = self._sessions[(model, window)]
@@ -83,6 +99,7 @@ class Reconstructor:
         batch = np.ascontiguousarray(windows, dtype=np.float32)
         rows = max(1, self._chunk_values // window) if self._chunk_values else len(batch)
         if len(batch) <= rows:
-            return session.run(None, {name: batch})[0]
+            whole: np.ndarray = session.run(None, {name: batch})[0]
+            return whole
         return np.concatenate([session.run(None, {name: batch[start:start + rows]})[0]
                                for start in range(0, len(batch), rows)])

@@ -16,7 +16,9 @@ would otherwise score silently wrong.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +51,7 @@ class ForestScorer:
     max_samples: int
     max_depth: int
     decision_offset: float  # sklearn's offset_, flipped to our sign: anomalous when score > it
-    _walk: tuple = field(init=False, repr=False)
+    _walk: tuple[np.ndarray, np.ndarray, np.ndarray] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_structure(self)
@@ -65,12 +67,14 @@ class ForestScorer:
         object.__setattr__(self, "_walk", walk)
 
     @classmethod
-    def from_sklearn(cls, model) -> ForestScorer:
+    def from_sklearn(cls, model: Any) -> ForestScorer:
         """Copy a fitted sklearn IsolationForest (duck-typed: sklearn is not imported here)."""
         if not getattr(model, "estimators_", None):
             raise NotFittedError("the Isolation Forest is not fitted: fit it first")
-        parts = {k: [] for k in ("feature", "threshold", "left", "right", "leaf_value")}
-        roots, offset, depth_max = [], 0, 0
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("feature", "threshold", "left", "right", "leaf_value")}
+        roots: list[int] = []
+        offset, depth_max = 0, 0
         for tree, feats in zip(model.estimators_, model.estimators_features_, strict=True):
             t = tree.tree_
             count = t.node_count
@@ -103,11 +107,11 @@ class ForestScorer:
                 "meta": meta}
 
     @classmethod
-    def from_arrays(cls, arrays: dict) -> ForestScorer:
+    def from_arrays(cls, arrays: Mapping[str, object]) -> ForestScorer:
         """Rebuild from `to_arrays()` output; anything malformed is a BundleError."""
         if set(arrays) != set(_KEYS):
             raise BundleError(f"forest arrays must be exactly {sorted(_KEYS)}, got {sorted(arrays)}")
-        a = {}
+        a: dict[str, np.ndarray] = {}
         for key, dtype in _KEYS.items():
             value = np.asarray(arrays[key])
             if value.ndim != 1 or value.dtype != dtype:
@@ -136,7 +140,8 @@ class ForestScorer:
             go_right = flat[row_start + feature[node]] > threshold[node]
             node = child[2 * node + go_right]
         depth = self.leaf_value[node].mean(axis=1)
-        return 2.0 ** (-depth / average_path_length(np.array([self.max_samples]))[0])
+        score: np.ndarray = 2.0 ** (-depth / average_path_length(np.array([self.max_samples]))[0])
+        return score
 
 
 def _check_structure(f: ForestScorer) -> None:

@@ -1,123 +1,91 @@
 """Model bundles: a folder of ONNX autoencoders, an Isolation Forest as arrays and manifest.json.
 
-Loading verifies everything before anything is scored: the manifest's schema (unknown fields are
-errors), the SHA-256 and size of every file it lists, that no unlisted file sits beside them, and
-that every model/window pair named in the feature order has its ONNX file. A bad bundle raises
-one BundleError whose message says what is wrong; nothing is unpickled, ever.
+Loading verifies everything before anything is scored: the manifest (stream_app.core.manifest:
+typed, every field required, unknown fields are errors), the SHA-256 and size of every file it
+lists, that no unlisted file sits beside them, and that the bundle is confined to its folder:
+its files are plain names in it, none of them (manifest.json included) a symbolic link, and the
+manifest is at most manifest.MAX_BYTES. A bad bundle raises one BundleError whose message says
+what is wrong; nothing is unpickled, ever.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass, field
+import os
+import stat
+import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import numpy as np
 
 from stream_app.core.errors import BundleError, ConfigError
 from stream_app.core.evidence import MeterProfile, ProfileTable
 from stream_app.core.isolation_forest import ForestScorer
+from stream_app.core.manifest import FOREST_FILE, MAX_BYTES, Manifest, onnx_name
 from stream_app.core.preprocessing import Normaliser
 from stream_app.core.thresholds import CategoryLimits
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-FOREST_FILE = "forest.npz"
-
-# The manifest's schema: key -> type, or a nested schema. "*" maps any key to the given schema.
-# Anything not named here is an error (a typo must not be silently ignored).
-_FILE_ENTRY = {"sha256": str, "bytes": int, "role": str, "model": (str, type(None)),
-               "window": (int, type(None)), "config": (dict, type(None)),
-               "parity_max_abs_diff": (float, type(None)), "opset": (int, type(None))}
-_NORM = {"mean": float, "std": float}
-_SCHEMA: dict[str, Any] = {
-    "schema_version": int,
-    "name": str,
-    "version": str,
-    "created_at": str,
-    "profile": str,
-    "interval_s": int,
-    "window_sizes": list,
-    "models": list,
-    "feature_order": list,
-    "feature_transform": str,
-    "feature_stats": {"median": list, "scale": list},
-    "dtw": {"band": (int, type(None)), "normalise": bool, "measure": str},  # measure: optional
-    "normalisation": {"default": _NORM, "meters": {"*": _NORM}},
-    "warmup_readings": int,
-    "decision": {"score_mean": float, "score_std": float, "limits": {"*": float},
-                 "base_limit": float, "calibration": str, "category_stats": {"*": _NORM}},
-    "files": {"*": _FILE_ENTRY},
-    "training": dict,
-    "attribution": (str, type(None)),
-    "audit": list,
-    # the evidence beside the reconstruction (stream_app.core.evidence); optional: bundles trained
-    # before it score with the forest alone
-    "evidence": {"recent_readings": int, "profile_limit": float,
-                 "meters": {"*": {"median": list, "lower": list, "upper": list,
-                                  "level": float, "max_value": float, "max_run": int,
-                                  "ratio_center": float, "ratio_scale": float,
-                                  "ratio_limit": float}}},
-}
-_REQUIRED = set(_SCHEMA) - {"attribution", "audit", "evidence"}
+__all__ = ["FOREST_FILE", "MANIFEST", "Bundle", "BundleLayout", "onnx_name", "read_manifest",
+           "write_manifest"]
 
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with _open_plain(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def _check(node: Any, schema: Any, where: str) -> None:
-    if isinstance(schema, dict):
-        if not isinstance(node, dict):
-            raise BundleError(f"manifest field {where or 'root'} must be an object")
-        for key, value in node.items():
-            sub = schema.get(key, schema.get("*"))
-            if sub is None:
-                raise BundleError(f"manifest has unknown field {where + key!r}")
-            _check(value, sub, f"{where}{key}.")
-        return
-    types = schema if isinstance(schema, tuple) else (schema,)
-    if float in types and isinstance(node, int) and not isinstance(node, bool):
-        return
-    if isinstance(node, bool) and bool not in types:
-        raise BundleError(f"manifest field {where[:-1]!r} has the wrong type")
-    if not isinstance(node, types):
-        raise BundleError(f"manifest field {where[:-1]!r} has the wrong type")
+def _open_plain(path: Path) -> BinaryIO:
+    """A bundle file for reading, never through a symbolic link (O_NOFOLLOW: no race between
+    a check and the open)."""
+    return os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb")
 
 
-def validate_manifest(manifest: dict) -> None:
-    _check(manifest, _SCHEMA, "")
-    missing = _REQUIRED - set(manifest)
-    if missing:
-        raise BundleError(f"manifest lacks required fields: {', '.join(sorted(missing))}")
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise BundleError(
-            f"manifest schema_version {manifest['schema_version']} is not supported "
-            f"(this meterwatch reads version {SCHEMA_VERSION})"
-        )
-    expected = [f"{m}/{w}" for w in manifest["window_sizes"] for m in manifest["models"]]
-    if manifest["feature_order"] != expected:
-        raise BundleError(f"feature_order {manifest['feature_order']} != {expected}")
-    if manifest["dtw"].get("measure", "dtw") not in ("dtw", "mse"):
-        raise BundleError(f"dtw.measure {manifest['dtw']['measure']!r}: 'dtw' or 'mse'")
-    evidence = manifest.get("evidence") or {}
-    recent = evidence.get("recent_readings", 0)
-    if recent < 0 or recent > min(manifest["window_sizes"] or [0]):
-        raise BundleError(f"evidence.recent_readings {recent} is outside its window sizes")
-    n = len(expected) * (2 if recent else 1)
-    stats = manifest["feature_stats"]
-    if len(stats["median"]) != n or len(stats["scale"]) != n:
-        raise BundleError("feature_stats do not match the feature order")
+def _plain_file(path: Path, what: str) -> os.stat_result:
+    """lstat of a bundle file that must be a regular file of the bundle's own."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise BundleError(f"bundle {path.parent} is incomplete: {what} is missing") from None
+    except OSError as exc:
+        raise BundleError(f"bundle {path.parent}: {what} cannot be read: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise BundleError(f"bundle {path.parent}: {what} is a symbolic link; a bundle holds "
+                          "its own files")
+    if not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"bundle {path.parent}: {what} is not a plain file")
+    return st
 
 
-def onnx_name(model: str, window: int) -> str:
-    return f"{model}_w{window}.onnx"
+def read_manifest_bytes(path: Path) -> bytes:
+    """manifest.json's bytes: a plain file of the bundle, at most MAX_BYTES."""
+    file = Path(path) / MANIFEST
+    if not os.path.lexists(file):
+        raise BundleError(f"no model bundle at {path}: {MANIFEST} is missing")
+    st = _plain_file(file, MANIFEST)
+    if st.st_size > MAX_BYTES:
+        raise BundleError(f"bundle {path}: {MANIFEST} is {st.st_size} bytes, more than the "
+                          f"{MAX_BYTES} a manifest may have")
+    try:
+        with _open_plain(file) as fh:
+            data: bytes = fh.read(MAX_BYTES + 1)  # grown since the stat: from_json refuses
+            return data
+    except OSError as exc:
+        raise BundleError(f"bundle {path}: {MANIFEST} cannot be read: {exc.strerror}") from None
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The bundle's manifest, parsed and validated (its files are not verified: Bundle.load)."""
+    data = read_manifest_bytes(Path(path))
+    try:
+        return Manifest.from_json(data)
+    except BundleError as exc:
+        raise BundleError(f"bundle {path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -137,22 +105,22 @@ class Bundle:
     """A verified model bundle. Build it with Bundle.load(path)."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     forest: ForestScorer
     limits: CategoryLimits
     profiles: ProfileTable = field(default_factory=lambda: ProfileTable({}))
 
     @property
     def version(self) -> str:
-        return f"{self.manifest['name']}@{self.manifest['version']}"
+        return f"{self.manifest.name}@{self.manifest.version}"
 
     @property
     def window_sizes(self) -> tuple[int, ...]:
-        return tuple(self.manifest["window_sizes"])
+        return self.manifest.window_sizes
 
     @property
     def models(self) -> tuple[str, ...]:
-        return tuple(self.manifest["models"])
+        return self.manifest.models
 
     @property
     def max_window(self) -> int:
@@ -163,8 +131,7 @@ class Bundle:
 
     def normaliser_for(self, meter_id: str) -> Normaliser | None:
         """The meter's training normalisation, or None: an unknown meter warms up first."""
-        stats = self.manifest["normalisation"]["meters"].get(meter_id)
-        return Normaliser.from_dict(stats) if stats else None
+        return self.manifest.normalisation.meters.get(meter_id)
 
     def profile_for(self, meter_id: str) -> MeterProfile | None:
         """The meter's time-of-week profile and fault statistics; None for a meter training
@@ -174,58 +141,54 @@ class Bundle:
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise BundleError(f"no model bundle at {path}: {MANIFEST} is missing")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from None
-        validate_manifest(manifest)
+        manifest = read_manifest(path)
         _verify_files(path, manifest)
         try:
-            with np.load(path / FOREST_FILE, allow_pickle=False) as arrays:
-                forest = ForestScorer.from_arrays(dict(arrays))
-            decision = manifest["decision"]
-            stats = {c: (v["mean"], v["std"])
-                     for c, v in decision.get("category_stats", {}).items()}
-            limits = CategoryLimits(decision["limits"], decision["score_mean"],
-                                    decision["score_std"], stats)
-            profiles = ProfileTable({m: MeterProfile.from_dict(p) for m, p in
-                                     (manifest.get("evidence") or {}).get("meters", {}).items()})
-        except (ValueError, OSError, ConfigError) as exc:
+            with _open_plain(path / FOREST_FILE) as fh:
+                arrays = np.load(fh, allow_pickle=False)
+                if not isinstance(arrays, np.lib.npyio.NpzFile):
+                    raise BundleError(f"bundle {path}: {FOREST_FILE} is not an .npz archive")
+                with arrays:
+                    forest = ForestScorer.from_arrays(dict(arrays))
+            decision = manifest.decision
+            stats = {c: (v.mean, v.std) for c, v in decision.category_stats.items()}
+            limits = CategoryLimits(dict(decision.limits), decision.score_mean,
+                                    decision.score_std, stats)
+            profiles = ProfileTable(dict(manifest.evidence.meters))
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, ConfigError) as exc:
             raise BundleError(f"bundle {path} is incompatible: {exc}") from None
-        if forest.n_features != len(manifest["feature_stats"]["median"]):
+        if forest.n_features != len(manifest.feature_stats.median):
             raise BundleError("the Isolation Forest does not match the feature order")
         return cls(path, manifest, forest, limits, profiles)
 
 
-def _verify_files(path: Path, manifest: dict) -> None:
-    listed = manifest["files"]
-    for name, entry in listed.items():
+def _verify_files(path: Path, manifest: Manifest) -> None:
+    try:
+        entries = list(os.scandir(path))
+    except OSError as exc:
+        raise BundleError(f"bundle {path} cannot be listed: {exc.strerror}") from None
+    links = sorted(e.name for e in entries if e.is_symlink())
+    if links:
+        raise BundleError(f"bundle {path} holds symbolic links: {links[:5]}; a bundle holds "
+                          "its own files")
+    for name, entry in manifest.files.items():  # plain names (Manifest.validate)
         file = path / name
-        if not file.is_file():
-            raise BundleError(f"bundle {path} is incomplete: {name} is missing")
-        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+        st = _plain_file(file, name)
+        if st.st_size != entry.bytes or sha256_file(file) != entry.sha256:
             raise BundleError(f"bundle {path} was modified: {name} does not match its SHA-256")
-    present = {p.name for p in path.iterdir() if p.is_file()} - {MANIFEST}
-    unlisted = sorted(present - set(listed))
+    present = {e.name for e in entries if e.is_file(follow_symlinks=False)} - {MANIFEST}
+    unlisted = sorted(present - set(manifest.files))
     if unlisted:
-        raise BundleError(f"bundle {path} holds files its manifest does not list: {unlisted}")
-    needed = {onnx_name(m, w) for m in manifest["models"] for w in manifest["window_sizes"]}
-    needed.add(FOREST_FILE)
-    absent = sorted(needed - set(listed))
-    if absent:
-        raise BundleError(f"bundle {path} lacks model files: {absent}")
+        raise BundleError(f"bundle {path} holds files its manifest does not list: {unlisted[:5]}")
 
 
-def write_manifest(path: Path, manifest: dict) -> dict:
+def write_manifest(path: Path, manifest: Manifest) -> Manifest:
     """Fill in the SHA-256 and size of every listed file, validate, then write manifest.json."""
-    for name, entry in manifest["files"].items():
-        entry["sha256"] = sha256_file(path / name)
-        entry["bytes"] = (path / name).stat().st_size
-    validate_manifest(manifest)
+    files = {name: replace(entry, sha256=sha256_file(path / name),
+                           bytes=(path / name).stat().st_size)
+             for name, entry in manifest.files.items()}
+    text = replace(manifest, files=files).to_json()
     tmp = path / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path / MANIFEST)
-    return manifest
+    return Manifest.from_json(text)

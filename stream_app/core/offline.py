@@ -36,7 +36,7 @@ def new_history(detector: Detector, meter_id: str, interval_s: int, **rules) -> 
         max_window=bundle.max_window,
         interval_s=interval_s,
         normaliser=bundle.normaliser_for(meter_id),
-        warmup=bundle.manifest["warmup_readings"],
+        warmup=bundle.manifest.warmup_readings,
         **rules,
     )
 

@@ -38,7 +38,9 @@ hop = window // 8; scoring uses hop 1 (every reading is scored).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -201,11 +203,11 @@ class Normaliser:
     def invert(self, z: np.ndarray) -> np.ndarray:
         return np.asarray(z, dtype=np.float64) * self.std + self.mean
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, float]:
         return {"mean": self.mean, "std": self.std}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Normaliser:
+    def from_dict(cls, data: Mapping[str, Any]) -> Normaliser:
         unknown = set(data) - {"mean", "std"}
         if unknown or {"mean", "std"} - set(data):
             raise ConfigError(f"normalisation needs exactly mean and std, got {sorted(data)}")

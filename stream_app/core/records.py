@@ -12,6 +12,8 @@ ignored, so producers can add fields without breaking running workers. Inside me
 reading's time is integer epoch **milliseconds**, UTC (`Reading.ts`; `Reading.ts_s` for seconds).
 
 Reason codes are short and stable (they label metrics and dead letters); the detail is for people.
+
+Over 300 lines: the whole event contract (every field, every refusal) reads best in one place.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import final
 
 import orjson
 
@@ -36,7 +40,12 @@ MAX_VALUE_KWH = 1e7
 DEFAULT_INTERVAL_S = 900
 MAX_INTERVAL_S = 86_400  # daily readings are the coarsest series the detector is meant for
 MAX_TEXT_CHARS = 256  # site / company / profile: names, not documents
-MAX_FUTURE_S = 86_400  # clocks drift and time zones get mislabelled; a day ahead is an error
+MAX_FUTURE_S = 86_400  # the longest allowance ahead of now, whatever the interval
+# A reading may be ahead of now by FUTURE_INTERVALS of its intervals (at least CLOCK_SKEW_S):
+# a reading further ahead would become the meter's newest and lock its correct readings out as
+# out_of_order until the clock caught up (and fake a gap), so it is refused instead.
+FUTURE_INTERVALS = 4
+CLOCK_SKEW_S = 300
 MIN_YEAR = 2000
 # datetime cannot represent year 10000; later timestamps could not be written back as ISO-8601.
 _MAX_TS_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z
@@ -77,8 +86,8 @@ class Reading:
 
     def to_json(self) -> bytes:
         """Compact event bytes (epoch-ms timestamp, absent optionals left out); decodes back equal."""
-        event: dict = {"meter_id": self.meter_id, "timestamp": self.ts, "value": self.value,
-                       "category": self.category}
+        event: dict[str, object] = {"meter_id": self.meter_id, "timestamp": self.ts,
+                                    "value": self.value, "category": self.category}
         for name in _OPTIONAL_TEXT:
             text = getattr(self, name)
             if text is not None:
@@ -89,7 +98,7 @@ class Reading:
 
     @classmethod
     def from_json(cls, raw: bytes, *, key: bytes | None = None,
-                  categories=CATEGORIES) -> Reading:
+                  categories: Collection[str] = CATEGORIES) -> Reading:
         """Decode bytes already validated once (the internal re-keyed topic): no clock checks.
 
         Bytes in `to_json`'s exact shape are trusted (the worker validated them at ingest; no
@@ -113,6 +122,9 @@ class Reading:
         return result
 
 
+# final: decode_reading tells a Rejected from a value with `type(x) is Rejected`, which mypy
+# narrows in both branches only for a class that cannot be subclassed.
+@final
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """Why an event was refused: `reason` is a stable code (maybe `code:field`), `detail` prose."""
@@ -129,7 +141,7 @@ def decode_reading(
     raw: bytes | None,
     *,
     key: bytes | None = None,
-    categories=CATEGORIES,
+    categories: Collection[str] = CATEGORIES,
     max_bytes: int = MAX_EVENT_BYTES,
     now_ms: int | None = None,
     max_future_s: int | None = MAX_FUTURE_S,
@@ -138,9 +150,11 @@ def decode_reading(
     """Validate one event. Never raises on bad input: returns `Reading` or `Rejected`.
 
     `key` (the Kafka key) must equal meter_id when present; an empty key counts as absent.
-    `now_ms` defaults to the wall clock; `max_future_s=None` / `min_year=None` switch those checks
-    off (replaying history). JSON `NaN`/`Infinity` literals parse, then fail as `not_finite`.
-    Duplicate JSON keys: the last one wins (Python's json, documented in docs/EVENTS.md).
+    `now_ms` defaults to the wall clock. A reading may be ahead of it by FUTURE_INTERVALS of its
+    intervals (at least CLOCK_SKEW_S, at most `max_future_s`); `max_future_s=None` /
+    `min_year=None` switch those checks off (replaying history). JSON `NaN`/`Infinity` literals
+    parse, then fail as `not_finite`. Duplicate JSON keys: the last one wins (Python's json,
+    documented in docs/EVENTS.md).
     """
     if raw is None or raw == b"":
         return Rejected("empty", "no payload (null value or tombstone)")
@@ -178,11 +192,6 @@ def decode_reading(
     if min_year is not None and ts < _year_start_ms(min_year):
         hint = " (epoch seconds? milliseconds are expected)" if 0 < ts < 10**10 else ""
         return Rejected("past_timestamp", f"{ts} ms is before {min_year}{hint}")
-    if max_future_s is not None:
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        if ts > now + max_future_s * 1000:
-            return Rejected("future_timestamp", f"{ts - now} ms ahead of now ({max_future_s} s max)")
-
     value = _value(event.get("value"))
     if type(value) is Rejected:
         return value
@@ -210,10 +219,18 @@ def decode_reading(
         return Rejected("wrong_type:interval_s", f"expected integer, got {_json_type(interval_s)}")
     elif not 1 <= interval_s <= MAX_INTERVAL_S:
         return Rejected("bad_field:interval_s", f"{interval_s} outside 1..{MAX_INTERVAL_S}")
+    if max_future_s is not None:
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        allowed = min(max_future_s, max(FUTURE_INTERVALS * interval_s, CLOCK_SKEW_S))
+        if ts > now + allowed * 1000:
+            return Rejected("future_timestamp", f"{ts - now} ms ahead of now ({allowed} s max: "
+                            f"{FUTURE_INTERVALS} intervals of {interval_s} s, at least "
+                            f"{CLOCK_SKEW_S} s)")
     return Reading(meter_id, ts, value, category, interval_s=interval_s, **optional)
 
 
-def encode_reading(meter_id: str, ts, value: float, category: str, **opt) -> tuple[bytes, bytes]:
+def encode_reading(meter_id: str, ts: int | datetime | str, value: float, category: str,
+                   **opt: str | int | None) -> tuple[bytes, bytes]:
     """(key, value) bytes for a producer. `ts`: epoch ms int, aware datetime or ISO-8601 string.
 
     `opt`: site, company, profile, interval_s; anything else raises InputError, and so does an
@@ -223,7 +240,8 @@ def encode_reading(meter_id: str, ts, value: float, category: str, **opt) -> tup
     if unknown:
         raise InputError(f"unknown reading field(s): {', '.join(sorted(unknown))}")
     timestamp = ts.isoformat() if isinstance(ts, datetime) else ts
-    event = {"meter_id": meter_id, "timestamp": timestamp, "value": value, "category": category}
+    event: dict[str, object] = {"meter_id": meter_id, "timestamp": timestamp, "value": value,
+                                "category": category}
     event.update({k: v for k, v in opt.items() if v is not None})
     try:
         payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False,
@@ -244,13 +262,12 @@ def ms_to_iso(ts_ms: int) -> str:
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
-def _timestamp_ms(stamp) -> int | Rejected:
-    kind = type(stamp)
-    if kind is int:
+def _timestamp_ms(stamp: object) -> int | Rejected:
+    if type(stamp) is int:
         if not 0 <= stamp < _MAX_TS_MS:
             return Rejected("bad_timestamp", f"epoch ms {stamp} outside year 1970..9999")
         return stamp
-    if kind is str:
+    if type(stamp) is str:
         if len(stamp) > _MAX_TIMESTAMP_CHARS:
             return Rejected("bad_timestamp", f"{len(stamp)} characters is no ISO-8601 timestamp")
         try:
@@ -269,11 +286,10 @@ def _timestamp_ms(stamp) -> int | Rejected:
                     f"expected ISO-8601 string or integer epoch ms, got {_json_type(stamp)}")
 
 
-def _value(value) -> float | Rejected:
-    kind = type(value)
-    if kind is float:
+def _value(value: object) -> float | Rejected:
+    if type(value) is float:
         number = value
-    elif kind is int:
+    elif type(value) is int:
         if abs(value) > MAX_VALUE_KWH:  # before float(): a 400-digit int would overflow it
             digits = len(str(abs(value)))
             return Rejected("negative_value" if value < 0 else "absurd_value",
@@ -292,7 +308,7 @@ def _value(value) -> float | Rejected:
     return number
 
 
-def _text_problem(name: str, text) -> Rejected | None:
+def _text_problem(name: str, text: object) -> Rejected | None:
     if type(text) is not str:
         return Rejected(f"wrong_type:{name}", f"expected string, got {_json_type(text)}")
     if not 1 <= len(text) <= MAX_TEXT_CHARS:
@@ -310,7 +326,7 @@ def _year_start_ms(year: int) -> int:
     return (datetime(year, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 
 
-def _json_type(value) -> str:
+def _json_type(value: object) -> str:
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
              dict: "object", type(None): "null"}
     return names.get(type(value), type(value).__name__)

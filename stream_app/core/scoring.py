@@ -152,17 +152,17 @@ class Detector:
         self.bundle = bundle
         self.reconstructor = Reconstructor(bundle, providers, threads)
         manifest = bundle.manifest
-        self.feature_order: list[str] = manifest["feature_order"]
-        self.band = manifest["dtw"]["band"]
-        self.normalise_dtw = manifest["dtw"]["normalise"]
-        self.measure = manifest["dtw"].get("measure", "dtw")
-        stats = manifest["feature_stats"]
-        self._median = np.asarray(stats["median"], dtype=np.float64)
-        self._scale = np.asarray(stats["scale"], dtype=np.float64)
-        evidence = manifest.get("evidence") or {}
-        self.recent = int(evidence.get("recent_readings", 0))
-        self.profile_limit = float(evidence.get("profile_limit", np.inf))
-        self.has_evidence = "meters" in evidence  # profiles and rules in this bundle
+        self.feature_order: list[str] = list(manifest.feature_order)
+        self.band = manifest.dtw.band
+        self.normalise_dtw = manifest.dtw.normalise
+        self.measure = manifest.dtw.measure
+        self._median = np.asarray(manifest.feature_stats.median, dtype=np.float64)
+        self._scale = np.asarray(manifest.feature_stats.scale, dtype=np.float64)
+        evidence = manifest.evidence
+        self.recent = evidence.recent_readings
+        self.profile_limit = (np.inf if evidence.profile_limit is None
+                              else evidence.profile_limit)
+        self.has_evidence = evidence.profile_limit is not None  # profiles and rules
         self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
     def trailing_windows(self, rows: np.ndarray) -> dict[int, np.ndarray]:
@@ -311,7 +311,8 @@ class Detector:
         """The time-of-week, fault and jump evidence of one wave's rows, with each meter's
         profile as it stands; written into `ev`, the rows' evidence flags returned."""
         judged = [(k, cal) for k, (cal, _) in enumerate(wave) if cal.profile is not None]
-        table = ProfileTable({k: cal.profile for k, cal in judged})
+        table = ProfileTable({k: cal.profile for k, cal in judged},
+                             {k: cal.known for k, cal in judged})
         where = {k: j for j, (k, _) in enumerate(judged)}
         owner = np.concatenate([np.full(len(part), where.get(k, -1))
                                 for k, (_, part) in enumerate(wave)])

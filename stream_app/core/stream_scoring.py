@@ -35,6 +35,7 @@ from stream_app.core.scoring import Detector, RowContext
 @dataclass
 class BatchResult:
     alerts: list[Alert] = field(default_factory=list)
+    raised_by: list[int] = field(default_factory=list)  # per alert: its reading's batch index
     refused: list[tuple[int, str]] = field(default_factory=list)  # (index in batch, reason)
     states: dict[str, bytes] = field(default_factory=dict)  # meter_id -> new state
     outcomes: Counter = field(default_factory=Counter)  # scored / warming_up / duplicate / ...
@@ -80,7 +81,7 @@ class StreamScorer:
 
     def _history(self, reading: Reading, state: dict | None, bundle) -> MeterHistory:
         config = {"max_window": bundle.max_window, "interval_s": reading.interval_s,
-                  "warmup": bundle.manifest["warmup_readings"], **self.rules}
+                  "warmup": bundle.manifest.warmup_readings, **self.rules}
         if state is None:
             return MeterHistory(**config, normaliser=bundle.normaliser_for(reading.meter_id))
         config["interval_s"] = state["iv"]
@@ -128,6 +129,7 @@ class StreamScorer:
                                                                        reading.category)
             if outcome.restarted:
                 result.alerts.append(self._gap_alert(reading, outcome.gap_readings, produced))
+                result.raised_by.append(index)
             if outcome.status == "rejected":
                 result.refused.append((index, outcome.reason))
                 result.outcomes["refused"] += 1
@@ -190,6 +192,7 @@ class StreamScorer:
                                              details, produced_at_ms=produced)
                 if alert is not None:
                     result.alerts.append(alert)
+                    result.raised_by.append(row.index)
             self.timings = detector.timings
 
     def _detection(self, k: int, row: _Row, scores, histories) -> Detection:

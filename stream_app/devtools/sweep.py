@@ -16,23 +16,23 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_app.core.accuracy import precision_recall_f1
 from stream_app.core.offline import score_series
 from stream_app.core.profiles import Profile
 from stream_app.core.scoring import Detector, forest_features
 from stream_app.core.series import MeterSeries
 from stream_app.devtools.anomalies import inject
 from training.adversarial import mi_fgsm
-from training.pipeline import VALIDATION_SHARE, TrainOptions, _best_base_limit, train_bundle
+from training.pipeline import VALIDATION_SHARE, TrainOptions, best_base_limit, train_bundle
 
 DEFAULT_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 
 
 def _prf(flags: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
-    tp = float((flags & labels).sum())
-    precision = tp / max(flags.sum(), 1)
-    recall = tp / max(labels.sum(), 1)
-    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-    return precision, recall, f1
+    """Point-wise precision, recall and F1, 0 where undefined (the sweep's table)."""
+    tp = int((flags & labels).sum())
+    counts = precision_recall_f1(tp, int(flags.sum()) - tp, int(labels.sum()) - tp)
+    return tuple(v or 0.0 for v in counts)
 
 
 def _test_scores(detector: Detector, series: list[MeterSeries], seed: int):
@@ -57,7 +57,7 @@ def epsilon_sweep(series: list[MeterSeries], out: Path, profile: Profile, option
     keep: dict = {}
     bundle = train_bundle(series, out / "bundle", profile, options, keep)
     detector = Detector(bundle)
-    median = np.asarray(bundle.manifest["feature_stats"]["median"])
+    median = np.asarray(bundle.manifest.feature_stats.median)
     limits = bundle.limits
 
     def z_of(rows: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ def epsilon_sweep(series: list[MeterSeries], out: Path, profile: Profile, option
     results = []
     for eps in epsilons:
         adversarial = mi_fgsm(model, source, epsilon=eps, seed=options.seed) if eps else source
-        limit, f1_adv = _best_base_limit(z_normal, z_of(adversarial))
+        limit, f1_adv = best_base_limit(z_normal, z_of(adversarial))
         precision, recall, f1 = _prf(z_test > limit, labels)
         results.append({"epsilon": eps, "limit": round(limit, 2), "f1_adversarial": round(f1_adv, 4),
                         "precision": round(precision, 4), "recall": round(recall, 4),

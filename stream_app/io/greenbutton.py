@@ -35,6 +35,8 @@ inclusive (`00:00,00:14` is a 15-minute interval) or exclusive (`00:00,00:15`).
 Both forms: gaps of up to `max_gap` readings are interpolated (reported in `repairs`), longer
 ones are an InputError; every problem is an InputError naming the entry/element or CSV line.
 `meterwatch import-greenbutton` (`add_import_arguments`, `run_import`) is at the end.
+
+Over 300 lines: two file formats (ESPI XML, the CSV export) with their own error messages.
 """
 
 from __future__ import annotations

@@ -13,6 +13,14 @@ Layouts recognised from the header (case-insensitive), unless columns are named 
 Separator: `,`, `;` or a tab, whichever the header line holds most of. With `;` or tab, a `,` in
 a value is a decimal comma (`1.234,5` = 1234.5: dots before a decimal comma group thousands).
 
+Units (`unit`, default kWh): energy per interval in kWh, Wh or MWh is scaled to kWh; power in kW
+or W is averaged into its grid slot and becomes the interval's energy (kW x interval in hours).
+A cumulative register (`cumulative=True`) becomes interval energy: each reading minus the one
+before it, a step over several intervals shared evenly by them (the gap's other slots are then
+interpolated from it); the first reading is the baseline, and a drop (rollover or meter reset)
+leaves that interval's energy unknown (reported), never a negative consumption. A value column
+that never decreases over many readings is reported as a likely register.
+
 Timestamps (stream_app/core/timestamps.py): ISO-8601 with or without an offset (without one: wall
 time in `tz`, default UTC), epoch seconds or milliseconds, or `timestamp_format` (strptime).
 
@@ -21,6 +29,14 @@ their slot, duplicates resolved by policy, short gaps interpolated, each repair 
 `MeterSeries.repairs`; `MeterSeries.source` says where each file row went. Everything that
 cannot be meant (inf or negative energy, longer gaps, an unknown category...) is an InputError
 naming the file line (header = line 1), never a traceback.
+
+Two readers, one result: the column reader (`_read_columns`) splits the file's bytes with numpy
+and parses whole columns at once (ISO times, epoch numbers, plain decimals, meter ids by their
+runs); a cell it cannot read in bulk is read by the per-row functions, and a file it cannot read
+exactly as the per-row reader would (quotes, a steel date, --timestamp-format, a bad row...) is
+left to the per-row reader (`_read_rows`, the csv module), which also words every error.
+
+Over 300 lines: both readers of the one format stay side by side, so that they read alike.
 """
 
 from __future__ import annotations
@@ -31,23 +47,34 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from stream_app.core.errors import InputError
-from stream_app.core.grid import DUPLICATE_POLICIES, build_grid
+from stream_app.core.grid import DUPLICATE_POLICIES, build_grid, infer_interval
 from stream_app.core.series import MeterSeries
 from stream_app.core.thresholds import CATEGORIES
 from stream_app.core.timestamps import (
     TimestampParser,
+    parse_decimals,
     parse_duration,
     parse_tz,
 )
 
-__all__ = ["add_reader_arguments", "read_meter_csv", "reader_options", "write_rows_csv"]
+__all__ = ["UNITS", "add_reader_arguments", "read_meter_csv", "reader_options", "write_rows_csv"]
+# unit -> (factor to kWh or kW, is power)
+UNITS = {"kWh": (1.0, False), "Wh": (1e-3, False), "MWh": (1e3, False),
+         "kW": (1.0, True), "W": (1e-3, True)}
+REGISTER_HINT_MIN = 672  # readings that never decrease (a week at 15 min) before a register is suspected
 _TS_NAMES = ("timestamp", "time", "datetime")
 _VALUE_NAMES = ("value", "kwh", "usage_kwh", "meter_reading", "reading")
 _METER_NAMES = ("meter_id", "building_id", "meter")
 _CATEGORY_NAMES = ("category",)
 _LABEL_NAMES = ("label", "anomaly")
 _MISSING = ("", "nan", "na", "null", "none")
+_FIELD_LIMIT = 131072  # csv's default field_size_limit: longer lines are left to csv to judge
+_CELL_WIDTH = 64  # bytes; a longer cell (no meter id, time or number is) leaves the file to csv
+_CHUNK = 65536  # rows parsed at once
+_FIRST_BYTES = np.array([(1 << 8 * k) - 1 for k in range(9)], np.uint64)  # a word's first k bytes
 
 
 def write_rows_csv(path: str | Path, header: list[str], rows: Iterable[Sequence]) -> None:
@@ -77,11 +104,18 @@ def read_meter_csv(
     duplicates: str = "last",
     tz=None,
     timestamp_format: str | None = None,
+    unit: str = "kWh",
+    cumulative: bool = False,
+    bulk: bool = True,
 ) -> list[MeterSeries]:
     """All meters of a CSV file, each on a regular grid with its repairs; see the docstring.
 
     `interval` / `grid_tolerance`: seconds or text like `15min` (default: inferred / a third of
-    the interval); `duplicates`: last|mean|sum|error; `tz`: zone of times without an offset."""
+    the interval); `duplicates`: last|mean|sum|error; `tz`: zone of times without an offset;
+    `unit`: one of UNITS; `cumulative`: the values are a register's readings; `bulk=False`:
+    read row by row only (the reference the column reader is checked against: same result)."""
+    if unit not in UNITS:
+        raise InputError(f"unknown unit {unit!r}; known: {', '.join(UNITS)}")
     if default_category not in CATEGORIES:
         raise InputError(f"unknown category {default_category!r}; known: {', '.join(CATEGORIES)}")
     if not isinstance(max_gap, int) or max_gap < 0:
@@ -93,6 +127,9 @@ def read_meter_csv(
             "tolerance_s": None if grid_tolerance is None else parse_duration(
                 grid_tolerance, "grid tolerance", allow_zero=True),
             "duplicates": duplicates, "max_gap": max_gap}
+    factor, power = UNITS[unit]
+    if power:
+        grid["aggregate"] = "mean"
     zone = parse_tz(tz)
     path = Path(path)
     try:
@@ -109,8 +146,14 @@ def read_meter_csv(
             if default_meter_id is None:
                 default_meter_id = "steel" if cols["steel"] else path.stem
             cols["decimal_comma"] = delimiter != ","
-            clock = TimestampParser(zone, timestamp_format, steel=cols["steel"])
-            raw = _read_rows(reader, cols, clock, default_meter_id, default_category)
+            raw = None
+            if bulk:
+                raw = _read_columns(path.read_bytes(), delimiter, cols,
+                                    TimestampParser(zone, timestamp_format, steel=cols["steel"]),
+                                    default_meter_id, default_category)
+            if raw is None:  # a fresh clock: the column reader's has seen the fall-back's hours
+                clock = TimestampParser(zone, timestamp_format, steel=cols["steel"])
+                raw = _read_rows(reader, cols, clock, default_meter_id, default_category)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -121,12 +164,75 @@ def read_meter_csv(
         raise InputError(f"{path.name} has a header but no data rows", row=2)
     has_labels = cols["label"] is not None
     series = []
-    for (meter, category), rows in raw.items():
-        ts, values, labels, lines = zip(*rows)
+    for (meter, category), (ts, values, labels, lines) in raw.items():
+        values = values.astype(np.float64) * factor
+        notes: list[str] = []
+        shared: list[tuple[int, int, float]] = []
+        if cumulative:
+            values = _register_deltas(meter, ts, values, lines, grid["interval_s"], notes, shared)
+        elif not power:
+            notes += _register_hint(meter, ts, values)
         g = build_grid(meter, ts, values, labels, lines, **grid)
-        series.append(MeterSeries(meter, category, g.timestamps, g.values, g.interval_s,
-                                  g.labels if has_labels else None, g.repairs, g.source))
+        grid_values = g.values * (g.interval_s / 3600.0) if power else g.values
+        for end, span, share in shared:  # the slots a register step spans get its share
+            want = end - g.interval_s * np.arange(1, span)
+            slots = np.minimum(np.searchsorted(g.timestamps, want), len(g.timestamps) - 1)
+            grid_values[slots[g.timestamps[slots] == want]] = share
+        if power:
+            notes.append(f"{meter}: {unit} readings turned into kWh per {g.interval_s} s interval")
+        series.append(MeterSeries(meter, category, g.timestamps, grid_values, g.interval_s,
+                                  g.labels if has_labels else None, notes + g.repairs, g.source))
     return series
+
+
+def _register_deltas(meter: str, ts: np.ndarray, values: np.ndarray, lines: np.ndarray,
+                     interval_s: int | None, notes: list[str],
+                     shared: list[tuple[int, int, float]]) -> np.ndarray:
+    """A register's readings (file order) -> energy of the interval each one closes; a step
+    over several intervals appends (its end, intervals, share) to `shared`."""
+    order = np.lexsort((lines, ts))
+    t, v = ts[order], values[order]
+    known = ~np.isnan(v)
+    out = np.full(len(v), np.nan)
+    idx = np.flatnonzero(known)
+    if len(idx) < 2:
+        raise InputError(f"meter {meter!r}: a register needs at least 2 readings with a value")
+    step = interval_s or infer_interval(np.unique(t[idx]))[0]
+    prev, cur = idx[:-1], idx[1:]
+    delta = v[cur] - v[prev]
+    spans = np.maximum(1, np.rint((t[cur] - t[prev]) / step)).astype(np.int64)
+    same_time = t[cur] == t[prev]
+    delta = np.where(same_time, np.nan, delta / spans)
+    drops = np.flatnonzero(delta < 0)
+    out[cur] = np.where(delta < 0, np.nan, delta)
+    notes.append(f"{meter}: register readings turned into interval energy (the first, at row "
+                 f"{int(lines[order[idx[0]]])}, is the baseline)")
+    if drops.size:
+        rows = ", ".join(str(int(lines[order[cur[k]]])) for k in drops[:5])
+        notes.append(f"{meter}: the register dropped {drops.size} times (rollover or reset; rows "
+                     f"{rows}{', ...' if drops.size > 5 else ''}): those intervals' energy is "
+                     "unknown")
+    for k in np.flatnonzero((spans > 1) & (delta >= 0)):
+        shared.append((int(t[cur[k]]), int(spans[k]), float(delta[k])))
+    if np.any(spans > 1):
+        notes.append(f"{meter}: {int(np.count_nonzero(spans > 1))} register steps over several "
+                     "intervals shared evenly by them")
+    result = np.empty(len(v))
+    result[order] = out
+    return result
+
+
+def _register_hint(meter: str, ts: np.ndarray, values: np.ndarray) -> list[str]:
+    """A warning when the values look like a cumulative register rather than interval energy."""
+    v = values[np.argsort(ts, kind="stable")]
+    v = v[~np.isnan(v)]
+    if len(v) < REGISTER_HINT_MIN:
+        return []
+    steps = np.diff(v)
+    if np.all(steps >= 0) and np.count_nonzero(steps > 0) > 0.9 * len(steps):
+        return [f"{meter}: warning: the values never decrease over {len(v)} readings, like a "
+                "cumulative register; if they are, pass --cumulative"]
+    return []
 
 
 def add_reader_arguments(p: argparse.ArgumentParser) -> None:
@@ -143,13 +249,19 @@ def add_reader_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: UTC)")
     p.add_argument("--timestamp-format",
                    help="strptime format for timestamps that are not ISO-8601 or epoch numbers")
+    p.add_argument("--unit", choices=tuple(UNITS), default="kWh",
+                   help="what a value is: energy per interval (kWh, Wh, MWh) or power (kW, W), "
+                   "turned into kWh per interval (default: kWh)")
+    p.add_argument("--cumulative", action="store_true",
+                   help="values are a register's readings (they only grow): use the differences")
 
 
 def reader_options(args) -> dict:
     """read_meter_csv keyword arguments from the options of add_reader_arguments."""
     return {"interval": args.interval, "grid_tolerance": args.grid_tolerance,
             "duplicates": args.duplicates, "tz": args.tz,
-            "timestamp_format": args.timestamp_format}
+            "timestamp_format": args.timestamp_format, "unit": args.unit,
+            "cumulative": args.cumulative}
 
 
 def _duration_arg(text: str) -> int:
@@ -198,11 +310,229 @@ def _resolve_columns(header, timestamp_col, value_col, meter_col, category_col, 
     return cols
 
 
-def _read_rows(reader, cols, clock, default_meter_id: str, default_category: str) -> dict:
-    """{(meter, category): [(timestamp, value, label, line), ...]} in file order."""
+def _needed(cols) -> int:
+    """The highest column index a row must have."""
+    return max(i for k, i in cols.items()
+               if k not in ("steel", "header", "decimal_comma") and i is not None)
+
+
+def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: str,
+                  default_category: str) -> dict | None:
+    """What _read_rows returns, read column by column with numpy over the file's bytes.
+
+    None (and _read_rows reads the file) when the file holds anything read here otherwise than
+    _read_rows would: a steel date or --timestamp-format, quotes, a lone CR, NUL, invalid
+    UTF-8, a cell longer than _CELL_WIDTH, a line longer than csv's field limit, a row with too
+    few fields, and any cell that is an error (so that _read_rows names the first bad row, as
+    it always has). Cells the bulk parsers do not read (another timestamp form, a zone with
+    DST, a decimal comma, `NA`, blanks around a value) are read one at a time in file order by
+    the per-row functions."""
+    if cols["steel"] or clock.format is not None or b'"' in data or b"\0" in data:
+        return None
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return None
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    buf = np.frombuffer(data, np.uint8)
+    body = data.find(b"\n") + 1  # the first data line (the header is line 1)
+    if not body:
+        return {}
+    # the file's bytes, a line end for a last line without one, and room to gather any cell
+    padded = np.concatenate([buf, np.frombuffer(b"\n", np.uint8), np.zeros(_CELL_WIDTH, np.uint8)])
+    split = _split_fields(padded, len(buf), body, delimiter, len(cols["header"]) - 1,
+                          _needed(cols), b"\r" in data)
+    if split is None:
+        return None
+    lines, field = split
+    if not len(lines):
+        return {}
     header = cols["header"]
-    needed = max(i for k, i in cols.items()
-                 if k not in ("steel", "header", "decimal_comma") and i is not None)
+
+    def texts(i: int, rows) -> list[str]:
+        start, length = field(i)
+        return [data[start[r]:start[r] + length[r]].decode().strip() for r in rows]
+
+    try:
+        if cols["meter"] is None:
+            meter, names = np.zeros(len(lines), np.int64), [default_meter_id]
+        else:
+            meter, names = _distinct(padded, *field(cols["meter"]), str.strip)
+            if not all(names):
+                return None  # an empty meter id: an error
+        category, categories = np.zeros(len(lines), np.int64), [default_category]
+        if cols["category"] is not None:
+            category, categories = _distinct(padded, *field(cols["category"]),
+                                             lambda t: t.strip() or default_category)
+            if not set(categories) <= set(CATEGORIES):
+                return None
+        labels = np.zeros(len(lines), np.int64)
+        if cols["label"] is not None:
+            codes, found = _distinct(padded, *field(cols["label"]), str.strip)
+            labels = np.array([_parse_label(t, "", 0) for t in found], np.int64)[codes]  # or
+            # an InputError: the per-row reader words it
+        ts, read = _bulk(clock.parse_cells, padded, *field(cols["ts"]), np.int64)
+        column = header[cols["ts"]]
+        rest = np.flatnonzero(~read)
+        for r, text in zip(rest, texts(cols["ts"], rest) if len(rest) else ()):
+            ts[r] = clock(text, names[meter[r]], column, int(lines[r]))
+        starts, lengths = field(cols["value"])
+        values, read = _bulk(parse_decimals, padded, starts, lengths, np.float64)
+        column = header[cols["value"]]
+        rest = np.flatnonzero(~read & (lengths > 0))  # an empty cell is a missing value (NaN)
+        for r, text in zip(rest, texts(cols["value"], rest) if len(rest) else ()):
+            values[r] = _parse_value(text, column, int(lines[r]), cols["decimal_comma"])
+    except (InputError, _TooLong):
+        return None
+    out = {}
+    for rows in _groups(meter):  # meters in order of first appearance
+        kinds = category[rows]
+        if np.any(kinds != kinds[0]):
+            return None  # a meter with two categories: an error
+        key = (names[meter[rows][0]], categories[kinds[0]])
+        out[key] = (ts[rows], values[rows], labels[rows], lines[rows])
+    return out
+
+
+def _groups(meter: np.ndarray) -> list:
+    """Each meter's rows in file order (slices when it is one run, as files of one meter after
+    another hold them), meters in order of first appearance."""
+    heads = np.flatnonzero(np.r_[True, meter[1:] != meter[:-1]])
+    if len(np.unique(meter[heads])) == len(heads):
+        return [slice(a, b) for a, b in zip(heads, np.r_[heads[1:], len(meter)])]
+    order = np.argsort(meter, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, meter[order][1:] != meter[order][:-1], True])
+    return sorted((order[a:b] for a, b in zip(bounds[:-1], bounds[1:])), key=lambda g: g[0])
+
+
+class _TooLong(Exception):
+    """A cell longer than _CELL_WIDTH: the file is for _read_rows."""
+
+
+def _split_fields(padded: np.ndarray, size: int, body: int, delimiter: str, width: int,
+                  needed: int, crlf: bool):
+    """(file line of each row, field(i) -> (cell starts, cell lengths)) of the data lines
+    (from byte `body` to `size`), split at the delimiter as csv splits unquoted lines; None when
+    a line is longer than csv's field limit or has too few fields. `width`: the header's
+    delimiters; `crlf`: the lines may end with CR LF. Most files have the header's fields on
+    every line: one scan for both separators then gives every line's fields; others are split
+    line by line in numpy."""
+    data = padded[:size + 1]  # ends with a line end (the padding's)
+    if data[-2:].tobytes() == b"\n\n" and size > body:
+        data = data[:-1]  # the file's own last line end
+    ends = data == ord("\n")
+    seps = np.flatnonzero(ends | (data == ord(delimiter)))
+    skip = np.searchsorted(seps, body)  # the header's separators
+    seps, breaks = seps[skip:], np.count_nonzero(ends) - 1
+    if width >= needed and len(seps) % (width + 1) == 0:
+        table = seps.reshape(-1, width + 1)
+        # every (width + 1)th separator a line end and no other: each line has width delimiters
+        if (padded[table[:, -1]] == ord("\n")).all() and breaks == len(table):
+            ends = table[:, -1]
+            starts = np.r_[body, ends[:-1] + 1]
+            if crlf:
+                ends = ends - (padded[np.maximum(ends - 1, 0)] == ord("\r"))
+            lengths = ends - starts  # a line with a delimiter is never empty
+            if len(starts) and ((width == 0 and int(lengths.min()) <= 0)
+                                or int(lengths.max()) > _FIELD_LIMIT):
+                return _split_lines(padded, size, body, delimiter, needed)
+
+            def same(i: int) -> tuple[np.ndarray, np.ndarray]:
+                begin = starts if i == 0 else table[:, i - 1] + 1
+                end = table[:, i] if i < width else ends
+                return begin, end - begin
+
+            return np.arange(2, len(starts) + 2, dtype=np.int64), same
+    return _split_lines(padded, size, body, delimiter, needed)
+
+
+def _split_lines(padded: np.ndarray, size: int, body: int, delimiter: str, needed: int):
+    """_split_fields for files whose lines differ: blank lines, more or fewer fields."""
+    buf = padded[:size]
+    breaks = np.flatnonzero(buf == ord("\n"))
+    starts = np.r_[0, breaks + 1][1:]  # the lines after the header (line 1)
+    ends = np.r_[breaks, len(buf)][1:]
+    ends -= (ends > starts) & (buf[np.maximum(ends - 1, 0)] == ord("\r"))
+    if len(starts) and int((ends - starts).max()) > _FIELD_LIMIT:
+        return None
+    lines = np.arange(2, len(starts) + 2, dtype=np.int64)
+    filled = ends > starts  # csv skips empty lines
+    starts, ends, lines = starts[filled], ends[filled], lines[filled]
+    at = np.flatnonzero(buf == ord(delimiter))
+    at = at[np.searchsorted(at, body):]
+    first = np.searchsorted(at, starts)
+    count = np.searchsorted(at, ends) - first
+    keep = np.ones(len(starts), bool)
+    for r in np.flatnonzero(count < needed):
+        if count[r] or buf[starts[r]:ends[r]].tobytes().decode().strip():
+            return None  # too few fields: an error
+        keep[r] = False  # a line of blanks, which csv reads as one empty field: skipped
+    starts, ends, first, count, lines = (a[keep] for a in (starts, ends, first, count, lines))
+    last = max(len(at) - 1, 0)
+
+    def field(i: int) -> tuple[np.ndarray, np.ndarray]:
+        begin = starts if i == 0 else at[np.minimum(first + i - 1, last)] + 1
+        end = np.where(count > i, at[np.minimum(first + i, last)], ends) if len(at) else ends
+        return begin, end - begin
+
+    return lines, field
+
+
+def _bulk(parse, padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, dtype):
+    """(parsed, read) of a column: `parse(cells, lengths)` of a bulk parser over its cells,
+    _CHUNK rows at a time (the temporaries of a chunk stay in the CPU's cache: twice as fast as
+    whole columns)."""
+    out = np.empty(len(starts), dtype)
+    read = np.empty(len(starts), bool)
+    for a in range(0, len(starts), _CHUNK):
+        b = a + _CHUNK
+        out[a:b], read[a:b] = parse(*_cells(padded, starts[a:b], lengths[a:b]))
+    return out, read
+
+
+def _cells(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray,
+                                                                                  np.ndarray]:
+    """The cells in the bulk parsers' layout (timestamps.pack_cells), gathered in one go
+    through a sliding view of the file (`padded`: its bytes, then _CELL_WIDTH more), zeroed past
+    each cell's length."""
+    count = -(-max(int(lengths.max(initial=0)), 1) // 8)  # words a cell
+    if 8 * count > _CELL_WIDTH:
+        raise _TooLong
+    width = np.dtype((np.void, 8 * count))
+    window = np.ndarray((len(padded) - 8 * count + 1,), width, padded, 0, (1,))
+    cells = window[starts].view(np.uint64).reshape(len(starts), count)
+    cells = np.ascontiguousarray(cells.T) if count > 1 else cells.reshape(1, -1)
+    shortest = int(lengths.min(initial=0))
+    for j in range(shortest // 8, count):  # the words that hold some cell's end
+        cells[j] &= _FIRST_BYTES[np.clip(lengths - 8 * j, 0, 8)]
+    return cells, lengths
+
+
+def _distinct(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, clean):
+    """(each cell's index into `names`, names): the distinct cell texts, cleaned by `clean`
+    (several texts may clean to one name). Found from the runs of equal cells, as a file of one
+    meter after another holds them, so only each run's first cell is sorted."""
+    cells, _ = _cells(padded, starts, lengths)
+    n = cells.shape[1]
+    new = np.zeros(n, bool)  # a cell unlike the one before
+    new[:1] = True
+    for w in cells:
+        new[1:] |= w[1:] != w[:-1]
+    heads = np.flatnonzero(new)
+    keys = np.ascontiguousarray(cells[:, heads].T).view(f"S{8 * len(cells)}").ravel()
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    index: dict[str, int] = {}
+    code = np.array([index.setdefault(clean(u.decode()), len(index)) for u in uniq], np.int64)
+    names = list(index)
+    return np.repeat(code[inverse.ravel()], np.diff(np.r_[heads, n])), names
+
+
+def _read_rows(reader, cols, clock, default_meter_id: str, default_category: str) -> dict:
+    """{(meter, category): (timestamps, values, labels, lines)} (arrays in file order)."""
+    header = cols["header"]
+    needed = _needed(cols)
     out: dict[tuple[str, str], list] = {}
     categories: dict[str, tuple[str, int]] = {}
     for fields in reader:
@@ -231,7 +561,7 @@ def _read_rows(reader, cols, clock, default_meter_id: str, default_category: str
         if cols["label"] is not None:
             label = _parse_label(fields[cols["label"]].strip(), header[cols["label"]], line)
         out.setdefault((meter, category), []).append((ts, value, label, line))
-    return out
+    return {key: tuple(np.asarray(c) for c in zip(*rows)) for key, rows in out.items()}
 
 
 def _parse_value(text: str, column: str, line: int, decimal_comma: bool = False) -> float:

@@ -6,14 +6,19 @@ declares its environment variable next to its default, so the table of variables
 from the code. Values are stripped; an empty value means "use the default".
 
 Typo protection: any `MW_*` variable that no field declares is a `ConfigError` that lists the
-valid names (a misspelt `MW_BACH_SIZE` would otherwise silently run with the default). Modules
-that read another `MW_*` variable themselves register it in `OTHER_MW_VARIABLES`.
+valid names (a misspelt `MW_BACH_SIZE` would otherwise silently run with the default). Only the
+runtime's own settings are valid: a program that embeds these settings and owns more `MW_*`
+variables (the test suite: tests/conftest.py) declares them with `register_variables`, for its
+own process only.
 
 Credentials are wrapped in `Secret`, whose repr/str is a mask, so printing or logging a settings
 object never shows them; only `confluent_config()` / `faust_kwargs()` reveal them, to the client.
 
 Broker kinds: the Tansu workarounds (see `faust_kwargs`) are applied only when `MW_BROKER_KIND`
 says "tansu" — a production Kafka never gets them by accident.
+
+Longer than most modules (~430 lines) on purpose: every variable the runtime reads, its
+default, parsing and validation stay in this one file, so the table cannot drift.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from stream_app.core.errors import ConfigError
+from stream_app.models import default_bundle
 
 MASK = "**********"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -34,10 +40,11 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 BROKER_KINDS = ("tansu", "kafka", "unknown")
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 STORE_SCHEMES = ("memory://", "rocksdb://")
-# MW_ variables read outside this module: the shared data set and the broker kind for tests
-# (tests/conftest.py).
-OTHER_MW_VARIABLES = ("MW_SHARED_DATA", "MW_TEST_BROKER", "MW_SOAK_S")
+_REGISTERED: set[str] = set()  # MW_ variables owned by the embedding program (register_variables)
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_WEB_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # a name, IPv4 or IPv6 (no brackets)
+MIN_WEB_TOKEN = 16  # a guessable token protects nothing
+_WEB_TOKEN = re.compile(rf"[!-~]{{{MIN_WEB_TOKEN},512}}")
 
 
 class Secret:
@@ -81,10 +88,21 @@ def _as_providers(raw: str) -> tuple[str, ...] | None:
     return None if names in ((), ("auto",)) else names
 
 
+def runtime_variables() -> set[str]:
+    """The MW_ variables the runtime itself reads: one per settings field."""
+    declared = {f.metadata["env"] for cls in (KafkaSettings, WorkerSettings) for f in fields(cls)}
+    return {name for name in declared if name.startswith("MW_")}
+
+
+def register_variables(names) -> None:
+    """Declare MW_ variables the embedding program owns (never read by the runtime), so that
+    settings read in this process accept them. A worker process started apart stays strict."""
+    _REGISTERED.update(names)
+
+
 def _check_mw_names(environ: Mapping[str, str]) -> None:
     """Unknown MW_* variables are errors: a typo must not silently fall back to a default."""
-    known = {f.metadata["env"] for cls in (KafkaSettings, WorkerSettings) for f in fields(cls)}
-    known = {name for name in known if name.startswith("MW_")} | set(OTHER_MW_VARIABLES)
+    known = runtime_variables() | _REGISTERED
     unknown = sorted(name for name in environ if name.startswith("MW_") and name not in known)
     if unknown:
         hints = [
@@ -112,6 +130,13 @@ def _read_env(cls, environ: Mapping[str, str]) -> dict:
         except ValueError as exc:
             raise ConfigError(f"{f.metadata['env']}={raw!r} is not valid: {exc}") from None
     return kwargs
+
+
+def default_data_dir() -> Path:
+    """$XDG_STATE_HOME/meterwatch (default ~/.local/state/meterwatch): state outside the
+    working directory, which may be a checkout or read-only."""
+    state = os.environ.get("XDG_STATE_HOME", "").strip()
+    return (Path(state) if state else Path.home() / ".local" / "state") / "meterwatch"
 
 
 def _check_bootstrap(servers: str) -> None:
@@ -303,22 +328,23 @@ class WorkerSettings:
     batch_size: int = field(default=256, metadata=_env("MW_BATCH_SIZE", _as_int))
     # A batch waits at most this long: bounds alert latency at low traffic.
     batch_max_wait_s: float = field(default=0.2, metadata=_env("MW_BATCH_MAX_WAIT_S", _as_float))
-    # Four 15-minute readings: a late reading within an hour still lands in its slot.
-    out_of_order_tolerance_s: float = field(
-        default=3600.0, metadata=_env("MW_OUT_OF_ORDER_TOLERANCE_S", _as_float)
-    )
-    # Gaps up to an hour are interpolated; longer ones restart the meter's history.
-    gap_tolerance_s: float = field(default=3600.0, metadata=_env("MW_GAP_TOLERANCE_S", _as_float))
     store: str = field(default="memory://", metadata=_env("MW_STORE"))
+    # Faust's data directory (tables of a rocksdb:// store); the app uses <data_dir>/<app_id>.
+    data_dir: Path = field(default_factory=default_data_dir, metadata=_env("MW_DATA_DIR", Path))
+    # How long the worker waits at start for a broker to answer before it exits (code 2).
+    broker_wait_s: float = field(default=30.0, metadata=_env("MW_BROKER_WAIT_S", _as_float))
     # A dead worker's partitions move after this long; heartbeats go every sixth of it.
     session_timeout_s: float = field(default=10.0, metadata=_env("MW_SESSION_TIMEOUT_S", _as_float))
     web_port: int = field(default=6066, metadata=_env("MW_WEB_PORT", _as_int))
+    # Loopback unless asked: a container sets 0.0.0.0 inside its own network (docker-compose.yml).
+    web_host: str = field(default="127.0.0.1", metadata=_env("MW_WEB_HOST"))
+    # When set, every page but /health needs it as a bearer token (stream_app/stream/pages.py).
+    web_token: Secret | None = field(default=None, metadata=_env("MW_WEB_TOKEN", Secret))
     processing_guarantee: str = field(
         default="at_least_once", metadata=_env("MW_PROCESSING_GUARANTEE", str.lower)
     )
-    model_dir: Path = field(
-        default=Path("onnx_models/default"), metadata=_env("MW_MODEL_DIR", Path)
-    )
+    # Default: the bundle shipped in the package (stream_app.models).
+    model_dir: Path = field(default_factory=default_bundle, metadata=_env("MW_MODEL_DIR", Path))
     # When set: a registry of bundles per company / profile (stream_app.stream.registry); else model_dir.
     model_root: Path | None = field(default=None, metadata=_env("MW_MODEL_ROOT", Path))
     onnx_providers: tuple[str, ...] | None = field(
@@ -328,12 +354,27 @@ class WorkerSettings:
     max_message_bytes: int = field(default=1 << 20, metadata=_env("MW_MAX_MESSAGE_BYTES", _as_int))
     # A meter is silent after this many of its intervals without a reading (wall clock).
     silence_factor: float = field(default=4.0, metadata=_env("MW_SILENCE_FACTOR", _as_float))
+    # This many meters of one site going silent within about one reporting interval raise one
+    # grouped `meters_silent` alert instead of one alert each (docs/ALERTS.md).
+    silence_group_min: int = field(default=10, metadata=_env("MW_SILENCE_GROUP_MIN", _as_int))
+    # A meter silent longer than this in stream time (30 days) loses its state: the table key is
+    # deleted (a changelog tombstone) and every in-memory map forgets it (retention.py).
+    meter_ttl_s: float = field(default=2_592_000.0, metadata=_env("MW_METER_TTL_S", _as_float))
+    # Meters with state per worker; readings of a new meter beyond it are dead-lettered
+    # (`meter_cap`). 200,000 x the 3.1 KiB measured per meter (docs/BENCHMARKS.md) ~ 600 MiB.
+    max_meters: int = field(default=200_000, metadata=_env("MW_MAX_METERS", _as_int))
+    # `meterwatch recalibrate` moves a limit only on verdicts of this many distinct judges ...
+    feedback_min_judges: int = field(default=2, metadata=_env("MW_FEEDBACK_MIN_JUDGES", _as_int))
+    # ... and by at most this factor either way per run (reasons: stream_app/stream/feedback.py).
+    feedback_max_step: float = field(default=1.25, metadata=_env("MW_FEEDBACK_MAX_STEP", _as_float))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> WorkerSettings:
         return cls(**_read_env(cls, environ))
 
     def __post_init__(self) -> None:
+        if isinstance(self.web_token, str):  # a plain string given in code
+            object.__setattr__(self, "web_token", Secret(self.web_token))
         try:
             re.compile(self.input_pattern)
         except re.error as exc:
@@ -349,19 +390,31 @@ class WorkerSettings:
             "partitions": 1,
             "batch_size": 1,
             "max_message_bytes": 1024,
-            "out_of_order_tolerance_s": 0,
-            "gap_tolerance_s": 0,
             "silence_factor": 1,
+            "silence_group_min": 2,  # a group of one is the meter's own alert
+            "max_meters": 1,
+            "feedback_min_judges": 1,
         }
         for attr, low in minimums.items():
             if getattr(self, attr) < low:
                 raise ConfigError(f"MW_{attr.upper()}={getattr(self, attr)} must be >= {low}")
         if not 1.0 <= self.session_timeout_s <= 300.0:
             raise ConfigError(f"MW_SESSION_TIMEOUT_S={self.session_timeout_s}: 1 to 300 seconds")
+        if not 0 < self.broker_wait_s <= 3600:
+            raise ConfigError(f"MW_BROKER_WAIT_S={self.broker_wait_s}: more than 0, at most 3600")
+        if not 1.0 < self.feedback_max_step <= 6.0:  # 6: the whole of LIMIT_BOUNDS in one run
+            raise ConfigError(f"MW_FEEDBACK_MAX_STEP={self.feedback_max_step}: more than 1, at most 6")
+        if not 60.0 <= self.meter_ttl_s <= 31_622_400.0:  # a minute (tests) to a leap year
+            raise ConfigError(f"MW_METER_TTL_S={self.meter_ttl_s}: 60 to 31622400 seconds")
         if not self.batch_max_wait_s > 0:
             raise ConfigError(f"MW_BATCH_MAX_WAIT_S={self.batch_max_wait_s} must be > 0")
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"MW_WEB_PORT={self.web_port} is not a TCP port")
+        if not _WEB_HOST.fullmatch(self.web_host):
+            raise ConfigError(f"MW_WEB_HOST={self.web_host!r} is not a host name or IP address")
+        if self.web_token is not None and not _WEB_TOKEN.fullmatch(self.web_token.reveal()):
+            raise ConfigError(f"MW_WEB_TOKEN must be {MIN_WEB_TOKEN} to 512 printable ASCII "
+                              "characters without spaces (e.g. `openssl rand -hex 32`)")
         if not self.store.startswith(STORE_SCHEMES):
             raise ConfigError(f"MW_STORE={self.store!r}; starts with one of {STORE_SCHEMES}")
         if self.processing_guarantee not in PROCESSING_GUARANTEES:
@@ -373,6 +426,11 @@ class WorkerSettings:
     @property
     def input_regex(self) -> re.Pattern[str]:
         return re.compile(self.input_pattern)
+
+    @property
+    def app_data_dir(self) -> Path:
+        """Faust's `datadir` for this app: one folder per MW_APP_ID under MW_DATA_DIR."""
+        return self.data_dir / self.app_id
 
 
 def check_broker_support(kafka: KafkaSettings, worker: WorkerSettings) -> None:

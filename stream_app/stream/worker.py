@@ -16,15 +16,17 @@ import faust
 from stream_app.core.errors import ConfigError
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.scoring import Detector
-from stream_app.stream.app import create_app, matching_topics
+from stream_app.stream.app import create_app
 from stream_app.stream.registry import Registry
 from stream_app.stream.settings import KafkaSettings, WorkerSettings, check_broker_support
+from stream_app.stream.timers import matching_topics
 from stream_app.stream.topics import create_topics
 
 log = logging.getLogger("meterwatch.worker")
 
 
 def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
+    """Every start-up check, then the app: settings, bundle, brokers reachable, topics."""
     check_broker_support(kafka, worker)
     registry = None
     if worker.model_root is not None:
@@ -37,6 +39,7 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     topics = [worker.readings_topic, worker.alerts_topic, worker.dlq_topic, worker.feedback_topic]
     if worker.input_topic:
         topics.append(worker.input_topic)
+    check_brokers_reachable(kafka, worker.broker_wait_s)
     check_session_timeout(kafka, worker)
     create_topics(kafka.confluent_config(), topics, worker.partitions)
     log.info("kafka %s", kafka.redacted())
@@ -50,6 +53,24 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     log.info("input topics: %d (%s%s)", len(inputs), ", ".join(inputs[:5]),
              " ..." if len(inputs) > 5 else "")
     return create_app(kafka, worker, detector, inputs, registry=registry)
+
+
+def check_brokers_reachable(kafka: KafkaSettings, wait_s: float) -> None:
+    """Brokers that do not answer within `wait_s` stop the start with one line (librdkafka
+    would otherwise retry with a line per attempt, and Faust end in a traceback)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    # log_level 0: the one line below says it all, not one line per refused connection
+    admin = AdminClient({**kafka.confluent_config(), "log_level": 0})
+    try:
+        admin.list_topics(timeout=wait_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        cause = error.str() if hasattr(error, "str") else str(error)
+        raise ConfigError(f"no Kafka broker answered at {kafka.bootstrap_servers} within "
+                          f"{wait_s:g} s (MW_BROKER_WAIT_S; security protocol "
+                          f"{kafka.security_protocol}): {cause}") from None
 
 
 def check_session_timeout(kafka: KafkaSettings, worker: WorkerSettings) -> None:

@@ -34,11 +34,11 @@ def detector():
 
 def test_default_bundle_is_the_study_setup(detector):
     m = detector.bundle.manifest
-    assert m["window_sizes"] == [96, 24, 16]
-    assert m["decision"]["limits"] == {"industrial": 3.0, "general": 3.1, "late_night": 2.3,
-                                       "agricultural": 1.7}
-    assert "CC BY 4.0" in m["attribution"] and "10.24432/C52G8C" in m["attribution"]
-    assert m["training"]["data"][0]["readings"] == 35_040
+    assert m.window_sizes == (96, 24, 16)
+    assert m.decision.limits == {"industrial": 3.0, "general": 3.1, "late_night": 2.3,
+                                 "agricultural": 1.7}
+    assert "CC BY 4.0" in m.attribution and "10.24432/C52G8C" in m.attribution
+    assert m.training.data[0].readings == 35_040
 
 
 def test_injected_anomalies_are_flagged_and_the_clean_series_is_quiet(steel, detector):

@@ -1,17 +1,17 @@
 """The input contract: every reason code, timestamp conversions, round trips, dead letters, and the
-JSON Schemas + examples in docs/ (checked by a small validator below; `jsonschema` is not a
-dependency)."""
+JSON Schemas + examples in docs/ (checked by the small validator in tests/reference/json_schema.py;
+`jsonschema` is not a dependency)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
-import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from reference.json_schema import schema_errors
 
 from stream_app.core.alerts import AlertTracker, Detection
 from stream_app.core.errors import InputError
@@ -100,11 +100,27 @@ def test_clock_checks_can_be_switched_off_for_replays():
     ahead = event(timestamp=NOW_MS + 86_400_000 + 1)
     assert decode(ahead).reason == "future_timestamp"
     assert decode(ahead, max_future_s=None).ts == NOW_MS + 86_400_001
-    assert isinstance(decode(event(timestamp=NOW_MS + 86_400_000)), Reading)  # bound inclusive
+
+
+def test_a_reading_may_be_a_few_intervals_ahead_not_more():
+    """4 intervals ahead of now (at least 5 minutes): one reading 20 h ahead would otherwise lock
+    its meter's correct readings out as out_of_order until the clock caught up."""
+    hour = event(timestamp=NOW_MS + 3_600_000)  # 4 x 900 s: the bound, inclusive
+    assert isinstance(decode(hour), Reading)
+    late_zone = decode(event(timestamp=NOW_MS + 3_600_001))
+    assert late_zone.reason == "future_timestamp" and "3600 s max" in late_zone.detail
+    assert decode(event(timestamp=NOW_MS + 20 * 3_600_000)).reason == "future_timestamp"
+    fast = event(timestamp=NOW_MS + 300_000, interval_s=2)  # small intervals: 5 min of skew
+    assert isinstance(decode(fast), Reading)
+    assert decode(event(timestamp=NOW_MS + 300_001, interval_s=2)).reason == "future_timestamp"
+    hourly = event(timestamp=NOW_MS + 4 * 3_600_000, interval_s=3600)
+    assert isinstance(decode(hourly), Reading)
+    daily = event(timestamp=NOW_MS + 86_400_001, interval_s=86_400)  # capped at a day
+    assert decode(daily).reason == "future_timestamp"
 
 
 def test_future_check_uses_wall_clock_by_default():
-    soon = datetime.now(UTC) + timedelta(hours=2)
+    soon = datetime.now(UTC) + timedelta(minutes=30)
     later = datetime.now(UTC) + timedelta(days=2)
     assert isinstance(decode_reading(event(timestamp=soon.isoformat())), Reading)
     assert decode_reading(event(timestamp=later.isoformat())).reason == "future_timestamp"
@@ -279,70 +295,6 @@ def test_dead_letter_from_json_refuses_other_messages():
 
 
 # --- contract documents: JSON Schemas and examples ------------------------------------------
-
-def _is_type(value, name: str) -> bool:
-    return {
-        "object": isinstance(value, dict), "array": isinstance(value, list),
-        "string": isinstance(value, str), "null": value is None,
-        "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-    }[name]
-
-
-def schema_errors(value, schema: dict, root: dict | None = None, path: str = "$") -> list[str]:
-    """The subset of JSON Schema 2020-12 our schemas use; unknown keywords fail loudly."""
-    root = root or schema
-    known = {"$schema", "$id", "$defs", "title", "description", "default", "$ref", "type",
-             "enum", "const", "required", "properties", "additionalProperties", "items",
-             "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
-             "oneOf"}
-    assert set(schema) <= known, f"validator does not know {set(schema) - known}"
-    errors: list[str] = []
-    if "$ref" in schema:
-        target = root
-        for part in schema["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        errors += schema_errors(value, target, root, path)
-    types = schema.get("type")
-    if types is not None:
-        types = [types] if isinstance(types, str) else types
-        if not any(_is_type(value, t) for t in types):
-            return errors + [f"{path}: {value!r} is not {types}"]
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: {value!r} not in enum")
-    if "const" in schema and value != schema["const"]:
-        errors.append(f"{path}: {value!r} != const")
-    if "oneOf" in schema:
-        passing = sum(not schema_errors(value, s, root, path) for s in schema["oneOf"])
-        if passing != 1:
-            errors.append(f"{path}: matches {passing} of oneOf")
-    if isinstance(value, str):
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{path}: {value!r} does not match {schema['pattern']}")
-        if len(value) < schema.get("minLength", 0) or len(value) > schema.get("maxLength", 1e9):
-            errors.append(f"{path}: length {len(value)} out of bounds")
-    if _is_type(value, "number"):
-        if value < schema.get("minimum", -float("inf")) or value > schema.get("maximum", 1e308):
-            errors.append(f"{path}: {value} out of bounds")
-        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-            errors.append(f"{path}: {value} <= exclusiveMinimum")
-    if isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            errors += schema_errors(item, schema["items"], root, f"{path}[{i}]")
-    if isinstance(value, dict):
-        errors += [f"{path}: missing {k}" for k in schema.get("required", ()) if k not in value]
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        for k, v in value.items():
-            if k in props:
-                errors += schema_errors(v, props[k], root, f"{path}.{k}")
-            elif extra is False:
-                errors.append(f"{path}: unexpected {k}")
-            elif isinstance(extra, dict):
-                errors += schema_errors(v, extra, root, f"{path}.{k}")
-    return errors
-
 
 def load(relative: str):
     return json.loads((DOCS / relative).read_text(encoding="utf-8"))

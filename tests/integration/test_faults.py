@@ -20,7 +20,7 @@ import time
 from collections import Counter
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from conftest import requires_real_kafka
 from test_worker_kafka import Run, _messages, expected_alerts, metric, wait_for
 
@@ -162,34 +162,70 @@ def own_kafka():
     broker.stop()
 
 
+class OutageFeed(threading.Thread):
+    """Sends `messages` `delay_s` after it starts, while the broker is away: the client keeps
+    them until the broker is back (its message timeout, 300 s, outlasts every outage here)."""
+
+    def __init__(self, bootstrap: str, messages, delay_s: float):
+        super().__init__()
+        self.bootstrap, self.messages, self.delay_s = bootstrap, messages, delay_s
+        self.delivered: int | None = None
+
+    def run(self):
+        time.sleep(self.delay_s)
+        # log_level 2: not a line per refused reconnect while the broker is away
+        producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5,
+                             "message.timeout.ms": 300_000, "log_level": 2})
+        for topic, key, value in self.messages:
+            producer.produce(topic, key=key, value=value)
+            producer.poll(0)
+        self.delivered = len(self.messages) - producer.flush(330)
+
+
 @pytest.mark.kafka
+@pytest.mark.parametrize("outage_s", [15, pytest.param(60, marks=pytest.mark.soak),
+                                      pytest.param(180, marks=pytest.mark.soak)],
+                         ids=lambda s: f"{s}s")
 def test_the_worker_survives_a_broker_restart(own_kafka, tiny_bundle, sim_series, tmp_path,
-                                              unique_name):
+                                              unique_name, outage_s):
+    """The broker is away for `outage_s` (readings sent meanwhile wait in the producer): the
+    worker keeps running (its timers fail their ticks and retry), and afterwards every reading
+    sent before, during and after the outage has exactly one fate and every alert arrives."""
     run = Run(own_kafka, tiny_bundle.path, tmp_path, unique_name("mw").replace("_", "-"))
     try:
         series = sim_series[0][:4]
         create_topics(own_kafka.bootstrap, [run.topic(s.meter_id) for s in series], 4)
-        _, port = run.start_worker()
+        proc, port = run.start_worker()
         n = len(series[0].values)
-        first, second = _messages(run, series, range(n // 2)), _messages(run, series,
-                                                                         range(n // 2, n))
-        run.produce(first)
-        wait_accounted(port, len(first), 180, "the first half to be processed")
-        time.sleep(3)  # offsets committed: the restart itself is the fault, not a lost commit
+        before, during, after = (_messages(run, series, rows) for rows in (
+            range(n // 3), range(n // 3, 2 * n // 3), range(2 * n // 3, n)))
+        run.produce(before)
+        wait_accounted(port, len(before), 180, "the readings before the outage")
+        time.sleep(3)  # offsets committed: the outage itself is the fault, not a lost commit
+        feed = OutageFeed(own_kafka.bootstrap, during, delay_s=min(5.0, outage_s / 2))
         down = time.monotonic()
-        own_kafka.restart()
-        print(f"\nbroker down and back in {time.monotonic() - down:.1f} s")
+        feed.start()  # sends once the broker has stopped
+        own_kafka.restart(down_s=outage_s)
+        print(f"\nbroker away {time.monotonic() - down:.1f} s (stopped, {outage_s} s down, "
+              f"started)")
+        assert proc.poll() is None, "the worker died during the outage"
+        feed.join()
+        assert feed.delivered == len(during), "the producer lost readings sent in the outage"
         back = time.monotonic()
-        run.produce(second)
-        wait_accounted(port, len(first) + len(second), 240, "readings after the restart")
-        print(f"readings after the restart processed {time.monotonic() - back:.1f} s after it")
+        run.produce(after)
+        total = len(before) + len(during) + len(after)
+        wait_accounted(port, total, 240, "every reading after the outage")
+        print(f"every reading accounted {time.monotonic() - back:.1f} s after the broker was back")
         expected = expected_alerts(tiny_bundle, series)
         alerts = run.consume(run.env["MW_ALERTS_TOPIC"],
                              lambda got: expected <= {(a["alert_id"], a["status"]) for a in got})
         assert {(a["alert_id"], a["status"]) for a in alerts if a["status"] != "update"} == expected
         c = worker_counters(port)
-        assert_accounted([c], len(first) + len(second))
-        print(f"accounting: {c}")
+        assert_accounted([c], total)
+        assert proc.poll() is None
+        failed = {line for line in worker_metrics(port).splitlines()
+                  if line.startswith("meterwatch_task_failures_total{")}
+        print(f"accounting: {c}; timer failures ridden out: {sorted(failed) or 'none'}")
     finally:
         run.stop()
 

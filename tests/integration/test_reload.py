@@ -4,17 +4,17 @@ import json
 import shutil
 import time
 import urllib.request
+from dataclasses import replace
 
 import pytest
 
-from stream_app.core.model_bundle import MANIFEST, write_manifest
+from stream_app.core.manifest import MAX_BYTES
+from stream_app.core.model_bundle import MANIFEST, read_manifest, write_manifest
 from stream_app.stream.reload import BundleWatcher
 
 
 def bump_version(path, version):
-    manifest = json.loads((path / MANIFEST).read_text())
-    manifest["version"] = version
-    write_manifest(path, manifest)
+    write_manifest(path, replace(read_manifest(path), version=version))
 
 
 @pytest.fixture
@@ -44,6 +44,51 @@ def test_a_bad_new_bundle_keeps_the_old_one_and_is_retried(bundle_dir):
     onnx.write_bytes(good)  # the copy completes
     fresh = watcher.poll()
     assert fresh is not None and fresh.bundle.version == "tiny@3"
+
+
+def _drop_bytes(path):
+    manifest = json.loads((path / MANIFEST).read_text())
+    del manifest["files"]["forest.npz"]["bytes"]
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _link_manifest(path):
+    outside = path.parent / "outside.json"
+    outside.write_bytes((path / MANIFEST).read_bytes())
+    (path / MANIFEST).unlink()
+    (path / MANIFEST).symlink_to(outside)
+
+
+def _huge_manifest(path):
+    with open(path / MANIFEST, "r+b") as fh:
+        fh.truncate(MAX_BYTES + 1)
+
+
+def _limits_for_one_category(path):
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["decision"]["limits"] = {"industrial": 3.0}
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_drop_bytes, "lacks field"),
+    (lambda p: (p / MANIFEST).write_text('{"a":' * 100_000 + "1" + "}" * 100_000),
+     "nested more than"),
+    (_link_manifest, "is a symbolic link"),
+    (_huge_manifest, "a manifest may have"),
+    (_limits_for_one_category, "no limit for category"),
+    (lambda p: (p / MANIFEST).write_text('{"schema_version": 1, "name": NaN}'), "NaN"),
+])
+def test_a_refused_reload_is_logged_once_and_the_old_bundle_keeps_serving(
+        bundle_dir, damage, why, caplog):
+    watcher = BundleWatcher(bundle_dir)
+    damage(bundle_dir)
+    with caplog.at_level("ERROR", "meterwatch.reload"):
+        assert watcher.poll() is None and watcher.poll() is None
+    refusals = [r.getMessage() for r in caplog.records]
+    assert watcher.failures == 1 and len(refusals) == 1
+    assert "the old one keeps serving" in refusals[0] and why in refusals[0], refusals[0]
+    assert "\n" not in refusals[0]
 
 
 @pytest.mark.kafka

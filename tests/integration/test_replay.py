@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from stream_app.core.errors import InputError
 from stream_app.core.records import Reading, decode_reading
@@ -220,7 +220,10 @@ def _count(broker, topic: str) -> int:
         meta = consumer.list_topics(timeout=5).topics.get(topic)
         if meta is None or meta.error is not None:
             return 0
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
-                   for p in meta.partitions)
+        try:
+            return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+                       for p in meta.partitions)
+        except KafkaException:  # a topic just auto-created may not have its leader yet
+            return 0
     finally:
         consumer.close()

@@ -1,6 +1,8 @@
 """The worker's live alert page (headless Chromium) and silent-meter alerts, on a real broker.
 
-One worker serves both tests: readings of a simulated meter with injected anomalies give
+One worker serves the tests: the page's headers over plain HTTP (always), the page itself in
+headless Chromium (when installed: it runs the page's script under its Content-Security-Policy),
+and silent meters. Readings of a simulated meter with injected anomalies give
 anomaly alerts for the page; a meter reporting every 2 s and then stopping gives a
 `meter_silent` alert after 4 x 2 s of wall clock, resolved by its next reading.
 """
@@ -11,6 +13,7 @@ import json
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -19,6 +22,7 @@ from test_worker_kafka import Run, expected_alerts, metric, wait_for
 
 from stream_app.core.alerts import alert_id
 from stream_app.core.records import encode_reading
+from stream_app.stream.pages import SECURITY_HEADERS
 from stream_app.stream.topics import create_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -54,6 +58,32 @@ def live(kafka_broker, tiny_bundle, sim_series, tmp_path_factory):
         run.stop()
 
 
+def get(port: int, path: str) -> tuple[int, dict]:
+    """Status and headers of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+def test_every_page_of_a_running_worker_is_locked_down(live):
+    """Plain HTTP, no browser: the security headers on every page (errors too), Faust's own
+    router and table pages gone, the page's style served as a file (the CSP has no inline)."""
+    _, port, _ = live
+    pages = ["/", "/web/app.js", "/web/app.css", "/api/alerts", "/api/readings?meter=x",
+             "/metrics", "/health"]
+    for path in pages:
+        status, headers = get(port, path)
+        assert status == 200, path
+        assert headers["Content-Security-Policy"] == SECURITY_HEADERS["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+    for path in ("/router/", "/table/", "/table/meter-state/", "/no-such-page"):
+        status, headers = get(port, path)
+        assert status == 404 and headers["X-Content-Type-Options"] == "nosniff", path
+    assert get_json(port, "/health")["status"] == "ok"
+
+
 def chromium(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
@@ -71,8 +101,10 @@ def test_page_lists_the_alerts_and_plots_the_selected_one(live, tmp_path):
              30, "the alerts in the page's JSON")
     url = f"http://127.0.0.1:{port}/"
     profile = tmp_path / "chromium"
-    dom = chromium(f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
-                   url).stdout
+    done = chromium(f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom",
+                    "--enable-logging=stderr", url)
+    dom = done.stdout
+    assert "Content Security Policy" not in done.stderr, done.stderr[-2000:]  # nothing refused
     for aid in opened:
         assert f'id="alert-{aid}"' in dom, aid
     assert 'id="plot"' in dom

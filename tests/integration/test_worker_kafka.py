@@ -5,18 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from reference.offline_alerts import expected_alerts
 
-from stream_app.core.alerts import AlertTracker, Detection
-from stream_app.core.offline import score_series
 from stream_app.core.records import encode_reading
-from stream_app.core.scoring import Detector
 from stream_app.devtools.brokers import free_port, stop_process
 from stream_app.devtools.demo import metric_total, start_worker, wait_for_worker, worker_metrics
 from stream_app.stream.topics import create_topics
@@ -32,7 +31,8 @@ class Run:
         self.prefix = f"meter.{name}"
         self.env = {"MW_INPUT_PATTERN": rf"meter\.{name}\..+", "MW_ALERTS_TOPIC": f"{name}-alerts",
                     "MW_DLQ_TOPIC": f"{name}-dlq", "MW_READINGS_TOPIC": f"{name}-readings",
-                    "MW_FEEDBACK_TOPIC": f"{name}-feedback", "MW_PARTITIONS": "4"}
+                    "MW_FEEDBACK_TOPIC": f"{name}-feedback", "MW_PARTITIONS": "4",
+                    "MW_DATA_DIR": str(tmp_path / "faust-data")}
         self.app_id = name
         self.workers: list[tuple] = []
 
@@ -49,6 +49,24 @@ class Run:
         log = self.tmp / f"worker-{len(self.workers)}.log"
         proc = start_worker(self.broker.bootstrap, self.broker.kind, self.bundle_path,
                             self.app_id, port, log, self.env)
+        self.workers.append((proc, port, log))
+        wait_for_worker(proc, port, log, timeout=120)
+        return proc, port
+
+    def start_faust_worker(self):
+        """The same worker through Faust's own command line (`faust -A ... worker`)."""
+        port = free_port()
+        log = self.tmp / f"faust-worker-{len(self.workers)}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MW_", "KAFKA_"))}
+        env.update({"KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap,
+                    "MW_BROKER_KIND": self.broker.kind, "MW_MODEL_DIR": str(self.bundle_path),
+                    "MW_APP_ID": self.app_id, "MW_WEB_PORT": str(port),
+                    "MW_SESSION_TIMEOUT_S": "3", "MW_BATCH_MAX_WAIT_S": "0.05", **self.env})
+        faust = Path(sys.executable).with_name("faust")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([str(faust), "-A", "stream_app.stream.app", "worker", "-l",
+                                     "info"], env=env, cwd=self.tmp, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.workers.append((proc, port, log))
         wait_for_worker(proc, port, log, timeout=120)
         return proc, port
@@ -104,24 +122,6 @@ def run(kafka_broker, tiny_bundle, tmp_path, unique_name):
     r.stop()
 
 
-def expected_alerts(bundle, series_list) -> set[tuple[str, str]]:
-    """(alert_id, status) that `score`'s flags give through the same alert lifecycle."""
-    detector = Detector(bundle)
-    tracker = AlertTracker(bundle_version=bundle.version, model="+".join(bundle.models))
-    out = set()
-    for s in series_list:
-        result = score_series(detector, s)
-        limit = bundle.limits.limit(s.category)
-        for i in np.flatnonzero(np.isfinite(result.score)):
-            flagged = bool(result.flagged[i])
-            det = Detection(s.category, int(result.window[i]), "", float(result.z[i]), limit,
-                            float(result.score[i]), kind=result.kind[i]) if flagged else None
-            alert = tracker.observe(s.meter_id, int(s.timestamps[i]) * 1000, flagged, det)
-            if alert is not None and alert.status != "update":
-                out.add((alert.alert_id, alert.status))
-    return out
-
-
 def test_stream_gives_the_same_alerts_as_score(run, sim_series, tiny_bundle):
     series = sim_series[0][:4]
     create_topics(run.broker.bootstrap, [run.topic(s.meter_id) for s in series], 4)
@@ -149,6 +149,26 @@ def test_stream_gives_the_same_alerts_as_score(run, sim_series, tiny_bundle):
         assert len(a["expected"]) == len(a["actual"]) == a["window_size"]
         assert a["bundle_version"] == tiny_bundle.version and a["severity"]
     assert metric(port, "meterwatch_readings_invalid_total") == 0
+
+
+def test_faust_command_line_runs_the_worker(run, sim_series):
+    """`faust -A stream_app.stream.app worker`, settings from the environment: the same worker
+    (its app built on first use, after the start-up checks), every reading given a fate."""
+    good = sim_series[0][0]
+    topic = run.topic(good.meter_id)
+    create_topics(run.broker.bootstrap, [topic], 4)
+    _, port = run.start_faust_worker()
+    messages = [(topic, *encode_reading(good.meter_id, int(good.timestamps[i]) * 1000,
+                                        float(good.values[i]), good.category))
+                for i in range(100)]
+    run.produce(messages + [(topic, good.meter_id.encode(), b"{not json")])
+    wait_for(lambda: metric(port, "meterwatch_readings_outcome_total") >= len(messages), 90,
+             "the readings through the faust-started worker")
+    assert metric(port, "meterwatch_readings_in_total") == len(messages) + 1
+    assert metric(port, "meterwatch_readings_invalid_total") == 1
+    # Faust's data directory is MW_DATA_DIR/<app id>, not <app id>-data in the working directory
+    assert (Path(run.env["MW_DATA_DIR"]) / run.app_id).is_dir()
+    assert not (run.tmp / f"{run.app_id}-data").exists()
 
 
 def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_goes_on(run, sim_series):

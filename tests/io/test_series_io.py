@@ -409,3 +409,62 @@ def test_each_file_row_is_accounted_for(tmp_path):
     assert s.source.index.tolist() == [-1, 0, -1, 3, -1]
     assert s.source.notes[0] == s.source.notes[4] == ("empty value at an end of the series, "
                                                       "dropped")
+
+
+@pytest.mark.parametrize(("unit", "factor"), [("kWh", 1.0), ("Wh", 1e-3), ("MWh", 1e3)])
+def test_energy_units_are_scaled_to_kwh(tmp_path, unit, factor):
+    rows = [f"{_iso(i)},{(i + 1) * 100}" for i in range(6)]
+    [s] = read_meter_csv(_generic(tmp_path, rows), unit=unit)
+    np.testing.assert_allclose(s.values, [(i + 1) * 100 * factor for i in range(6)])
+
+
+def test_power_is_averaged_into_its_slot_and_becomes_interval_energy(tmp_path):
+    rows = [f"{_iso(i)},{4.0 * (i + 1)}" for i in range(6)]  # 4, 8, ... kW at 15 min
+    rows.insert(2, f"{_at(START + 900 + 420)},20")  # 00:22: off the grid, averaged into 00:30
+    [s] = read_meter_csv(_generic(tmp_path, rows), unit="kW")
+    # kWh = kW x 0.25 h; 00:30 holds the mean of 12 kW and 20 kW
+    assert s.values.tolist() == [1.0, 2.0, 4.0, 4.0, 5.0, 6.0]
+    assert "m: averaged 1 readings more than 300 s off the grid into the slot they end in " \
+        "(row 4)" in s.repairs
+    assert "m: kW readings turned into kWh per 900 s interval" in s.repairs
+
+
+def test_a_register_becomes_interval_energy_and_its_first_reading_the_baseline(tmp_path):
+    readings = [1000.0, 1001.0, 1003.0, 1003.5, 1006.0, 1010.0]
+    rows = [f"{_iso(i)},{v}" for i, v in enumerate(readings)]
+    [s] = read_meter_csv(_generic(tmp_path, rows), cumulative=True)
+    assert s.values.tolist() == [1.0, 2.0, 0.5, 2.5, 4.0]
+    assert s.source.index.tolist() == [-1, 0, 1, 2, 3, 4]  # every row accounted for
+    assert any("register readings turned into interval energy" in r for r in s.repairs)
+
+
+def test_a_register_rollover_is_unknown_energy_never_negative(tmp_path):
+    readings = [9997.0, 9998.0, 9999.5, 1.0, 2.0, 4.0, 5.0]
+    rows = [f"{_iso(i)},{v}" for i, v in enumerate(readings)]
+    [s] = read_meter_csv(_generic(tmp_path, rows), cumulative=True)
+    assert np.all(s.values >= 0)
+    # the drop's interval is unknown, then interpolated like any short gap
+    assert s.values.tolist() == [1.0, 1.5, 1.25, 1.0, 2.0, 1.0]
+    assert any("the register dropped 1 times (rollover or reset; rows 5)" in r for r in s.repairs)
+    assert any("interpolated" in r for r in s.repairs)
+
+
+def test_a_register_step_over_a_gap_is_shared_by_its_intervals(tmp_path):
+    rows = [f"{_iso(0)},100", f"{_iso(1)},101", f"{_iso(4)},107", f"{_iso(5)},108"]
+    [s] = read_meter_csv(_generic(tmp_path, rows), cumulative=True, interval="15min")
+    assert s.values.tolist() == [1.0, 2.0, 2.0, 2.0, 1.0]  # 6 kWh over 3 intervals
+
+
+def test_values_that_never_decrease_are_reported_as_a_likely_register(tmp_path):
+    rows = [f"{_iso(i)},{500 + 0.5 * i}" for i in range(700)]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    assert any("like a cumulative register; if they are, pass --cumulative" in r
+               for r in s.repairs)
+    [c] = read_meter_csv(_generic(tmp_path, rows), cumulative=True)
+    assert not any("like a cumulative register" in r for r in c.repairs)
+    assert np.allclose(c.values, 0.5)
+
+
+def test_unknown_unit_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="unknown unit 'kWh/h'; known: kWh, Wh, MWh, kW, W"):
+        read_meter_csv(_generic(tmp_path, [f"{_iso(0)},1", f"{_iso(1)},2"]), unit="kWh/h")

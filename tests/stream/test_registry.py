@@ -1,22 +1,22 @@
 """Model registry: company > profile > default, new versions picked up, bad ones refused."""
 
 import json
+import logging
 import shutil
+from dataclasses import replace
 
 import pytest
 
 from stream_app.core.errors import BundleError
-from stream_app.core.model_bundle import MANIFEST, write_manifest
+from stream_app.core.model_bundle import MANIFEST, read_manifest, write_manifest
 from stream_app.core.records import Reading
 from stream_app.core.stream_scoring import StreamScorer
-from stream_app.stream.registry import Registry, latest_bundle
+from stream_app.stream.registry import Registry, latest_bundle, version_number
 
 
 def place(tiny_bundle, path, name, version):
     shutil.copytree(tiny_bundle.path, path)
-    manifest = json.loads((path / MANIFEST).read_text())
-    manifest["name"], manifest["version"] = name, version
-    write_manifest(path, manifest)
+    write_manifest(path, replace(read_manifest(path), name=name, version=version))
 
 
 @pytest.fixture
@@ -68,3 +68,64 @@ def test_each_reading_is_scored_by_its_company_bundle(root, sim_series):
         alerts += result.alerts
     anomalies = [a for a in alerts if a.kind == "anomaly"]
     assert anomalies and all(a.bundle_version == "acme@1" for a in anomalies)
+
+
+def test_version_names_are_ascii_decimal_numbers():
+    assert [version_number(n) for n in ("7", "10", "007")] == [7, 10, 7]
+    assert [version_number(n) for n in ("²", "١٢", "v2", "1.5", "-1", "", " 1")] == [None] * 7
+
+
+def test_a_version_folder_named_superscript_two_is_ignored_not_a_crash(root, tiny_bundle, caplog):
+    registry = Registry(root)
+    place(tiny_bundle, root / "acme" / "²", "acme", "99")
+    with caplog.at_level(logging.WARNING, "meterwatch.registry"):
+        assert registry.refresh() == [] and registry.refresh() == []
+    assert registry.resolve("acme", None).bundle.version == "acme@1"
+    ignored = [r for r in caplog.records if "ignored" in r.getMessage()]
+    assert len(ignored) == 1 and "ASCII decimal" in ignored[0].getMessage()  # logged once
+
+
+def test_a_version_folder_linked_out_of_the_root_is_refused(root, tiny_bundle, tmp_path_factory,
+                                                             caplog):
+    registry = Registry(root)
+    outside = tmp_path_factory.mktemp("outside") / "bundle"
+    place(tiny_bundle, outside, "acme", "5")  # a valid bundle, but not the registry's
+    (root / "acme" / "5").symlink_to(outside, target_is_directory=True)
+    with caplog.at_level(logging.ERROR, "meterwatch.registry"):
+        assert registry.refresh() == [] and registry.refresh() == []
+    assert registry.resolve("acme", None).bundle.version == "acme@1"  # the old one serves
+    assert "outside the registry root" in registry.refusals["acme"]
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
+def test_a_link_inside_the_root_serves(root):
+    (root / "acme" / "3").symlink_to(root / "acme" / "1", target_is_directory=True)
+    registry = Registry(root)
+    assert registry.paths["acme"] == root / "acme" / "3"
+
+
+def _drop_bytes(path):
+    manifest = json.loads((path / MANIFEST).read_text())
+    del manifest["files"]["forest.npz"]["bytes"]
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_drop_bytes, "lacks field 'files[\"forest.npz\"].bytes'"),
+    (lambda p: (p / MANIFEST).write_text("[" * 100_000 + "]" * 100_000), "nested more than"),
+    (lambda p: (p / "forest.npz").write_bytes(b"broken"), "forest.npz does not match"),
+])
+def test_a_bad_new_version_is_refused_and_the_old_one_serves(root, tiny_bundle, damage, why):
+    registry = Registry(root)
+    place(tiny_bundle, root / "acme" / "2", "acme", "2")
+    damage(root / "acme" / "2")
+    assert registry.refresh() == []
+    assert registry.resolve("acme", None).bundle.version == "acme@1"
+    assert why in registry.refusals["acme"]
+
+
+def test_a_bad_default_stops_the_start_with_the_reason(root):
+    _drop_bytes(root / "default")
+    with pytest.raises(BundleError, match=r"no 'default' bundle: .*lacks field") as info:
+        Registry(root)
+    assert "\n" not in str(info.value)

@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from stream_app.core.errors import ConfigError
+from stream_app.models import default_bundle
 from stream_app.stream.settings import (
     MASK,
     KafkaSettings,
     Secret,
     WorkerSettings,
     check_broker_support,
+    runtime_variables,
 )
 
 PASSWORD = "s3cr3t-Pa55"  # distinctive, so a leak is easy to find in any text
@@ -159,9 +163,11 @@ def test_worker_defaults():
         6066,
         "at_least_once",
     )
-    assert worker.model_dir == Path("onnx_models/default")
+    assert worker.model_dir == default_bundle()  # the shipped bundle, found in the package
     assert worker.onnx_providers is None  # auto
     assert worker.max_message_bytes == 1024 * 1024
+    assert worker.broker_wait_s == 30.0
+    assert (worker.web_host, worker.web_token) == ("127.0.0.1", None)
 
 
 def test_worker_parses_environment():
@@ -195,8 +201,8 @@ def test_worker_parses_environment():
         ({"MW_PARTITIONS": "0"}, "MW_PARTITIONS=0 must be >= 1"),
         ({"MW_BATCH_SIZE": "-1"}, "MW_BATCH_SIZE"),
         ({"MW_BATCH_MAX_WAIT_S": "0"}, "MW_BATCH_MAX_WAIT_S"),
-        ({"MW_GAP_TOLERANCE_S": "-5"}, "MW_GAP_TOLERANCE_S"),
         ({"MW_STORE": "redis://"}, "MW_STORE"),
+        ({"MW_BROKER_WAIT_S": "0"}, "MW_BROKER_WAIT_S"),
         ({"MW_WEB_PORT": "70000"}, "MW_WEB_PORT"),
         ({"MW_PROCESSING_GUARANTEE": "at_most_once"}, "MW_PROCESSING_GUARANTEE"),
         ({"MW_INPUT_PATTERN": "meter\\.(+"}, "MW_INPUT_PATTERN"),
@@ -219,6 +225,34 @@ def test_unknown_mw_variable_is_an_error_listing_valid_ones():
         KafkaSettings.from_env({"MW_BROKR_KIND": "tansu"})
     # Variables of other programs are none of our business.
     assert KafkaSettings.from_env({"KAFKA_HEAP_OPTS": "-Xmx1g", "PATH": "/bin"}).client_id
+
+
+def test_the_runtime_knows_only_its_own_variables():
+    """Test harness variables are accepted only where the suite registered them (conftest);
+    the tolerances that were parsed but never used are gone: setting one is a typo now."""
+    assert not {"MW_SHARED_DATA", "MW_TEST_BROKER", "MW_SOAK_S", "MW_SOAK_REPORT"} & (
+        runtime_variables())
+    for gone in ("MW_OUT_OF_ORDER_TOLERANCE_S", "MW_GAP_TOLERANCE_S"):
+        with pytest.raises(ConfigError, match=gone):
+            WorkerSettings.from_env({gone: "3600"})
+    probe = ("from stream_app.core.errors import ConfigError\n"
+             "from stream_app.stream.settings import WorkerSettings\n"
+             "try:\n    WorkerSettings.from_env({'MW_TEST_BROKER': 'kafka'})\n"
+             "except ConfigError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert "unknown environment variable(s) MW_TEST_BROKER" in done.stdout
+
+
+def test_data_dir_is_outside_the_working_directory_unless_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    worker = WorkerSettings.from_env({})
+    assert worker.data_dir == tmp_path / "state" / "meterwatch"
+    assert worker.app_data_dir == tmp_path / "state" / "meterwatch" / "meterwatch"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert WorkerSettings().data_dir == Path.home() / ".local" / "state" / "meterwatch"
+    worker = WorkerSettings.from_env({"MW_DATA_DIR": str(tmp_path / "d"), "MW_APP_ID": "mw-2"})
+    assert worker.app_data_dir == tmp_path / "d" / "mw-2"
 
 
 def test_settings_are_frozen():

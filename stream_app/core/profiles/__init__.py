@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from stream_app.core.errors import ConfigError
 from stream_app.core.thresholds import CATEGORIES, calibrate_limits
@@ -83,7 +84,7 @@ class Profile:
     usage_ratios: Mapping[str, float]
     gamma: float
     augmentation: Augmentation
-    simulator: Mapping
+    simulator: Mapping[str, Any]
     source: str
 
     @property
@@ -121,7 +122,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
     return _parse(raw, path.name)
 
 
-def _keys(obj, where: str, file: str, required, optional=()) -> dict:
+# The parsers below take JSON as json.loads returns it (Any) and check every value they read.
+def _keys(obj: Any, where: str, file: str, required: Collection[str],
+          optional: Collection[str] = ()) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ConfigError(f"{file}: {where} must be an object")
     for key in obj:
@@ -133,7 +136,7 @@ def _keys(obj, where: str, file: str, required, optional=()) -> dict:
     return obj
 
 
-def _num(value, where: str, file: str, *, lo: float = 0.0, lo_open: bool = False,
+def _num(value: Any, where: str, file: str, *, lo: float = 0.0, lo_open: bool = False,
          hi: float = math.inf) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
@@ -144,13 +147,13 @@ def _num(value, where: str, file: str, *, lo: float = 0.0, lo_open: bool = False
     return float(value)
 
 
-def _per_category(obj, where: str, file: str, **bounds) -> dict[str, float]:
+def _per_category(obj: Any, where: str, file: str, **bounds: Any) -> dict[str, float]:
     if not isinstance(obj, dict) or not obj:
         raise ConfigError(f"{file}: {where} must be a non-empty object of category: number")
     return {c: _num(v, f"{where}.{c}", file, **bounds) for c, v in obj.items()}
 
 
-def _parse(raw, file: str) -> Profile:
+def _parse(raw: Any, file: str) -> Profile:
     _keys(raw, "profile", file, _TOP_KEYS)
     name = raw["name"]
     if not isinstance(name, str) or not name:
@@ -197,7 +200,7 @@ def _parse(raw, file: str) -> Profile:
     )
 
 
-def _parse_simulator(sim, ratios: Mapping[str, float], file: str) -> dict:
+def _parse_simulator(sim: Any, ratios: Mapping[str, float], file: str) -> dict[str, Any]:
     _keys(sim, "simulator", file, _SIM_KEYS)
     cats = _keys(sim["categories"], "simulator.categories", file, tuple(ratios))
     parsed = {c: _parse_category(cats[c], f"simulator.categories.{c}", file) for c in ratios}
@@ -205,9 +208,9 @@ def _parse_simulator(sim, ratios: Mapping[str, float], file: str) -> dict:
     return {"scale_spread": scale_spread, "categories": MappingProxyType(parsed)}
 
 
-def _parse_category(cfg, where: str, file: str) -> Mapping:
+def _parse_category(cfg: Any, where: str, file: str) -> Mapping[str, Any]:
     _keys(cfg, where, file, _CAT_REQUIRED, tuple(_CAT_DEFAULTS))
-    out = dict(_CAT_DEFAULTS) | dict(cfg)
+    out: dict[str, Any] = dict(_CAT_DEFAULTS) | dict(cfg)
     out["base_kwh"] = _num(cfg["base_kwh"], f"{where}.base_kwh", file, lo_open=True)
     levels = cfg["levels"]
     if not isinstance(levels, dict) or not levels or any(len(k) != 1 for k in levels):

@@ -1,14 +1,103 @@
-"""exactly_once on Faust: one transaction per worker, committed between batches.
+"""Every place meterwatch reaches into faust-streaming's internals, and the version it was read on.
 
-Applied by the app only when MW_PROCESSING_GUARANTEE=exactly_once (see docs/RELIABILITY.md).
-It patches faust-streaming internals; re-check it (tests/test_faults.py) after an upgrade.
+Faust offers no public hook for these; each patch names the internal it touches, so an upgrade is
+reviewed here and nowhere else (tests/stream/test_faust_internals.py fails when an internal
+moves):
+
+- `current_event`: a table write outside Faust's own stream iteration binds to the event whose
+  changelog partition it belongs to (`faust.streams._current_event`).
+- `delete_key`: a table key deleted from a timer (retention.py) writes its tombstone to the
+  key's changelog partition through a stand-in current event, and the memory store's
+  `_key_partition` (filled by changelog recovery, never emptied by a delete) forgets it too.
+- `resubscribe_soon` / `subscribe_new_topics`: a new per-meter topic is read within seconds
+  (the conductor waits `_resubscribe_sleep_lock_seconds`, 45 s, and resubscribes only when
+  `_flag_changes` was called).
+- `tansu_fetch_wait`: only with MW_BROKER_KIND=tansu, a shorter fetch wait (Tansu answers after
+  half of it).
+- `one_transaction_per_worker`: only with MW_PROCESSING_GUARANTEE=exactly_once (see
+  docs/RELIABILITY.md); re-check it with tests/integration/test_faults.py after an upgrade.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 
 log = logging.getLogger("meterwatch.worker")
+
+# The faust-streaming release these patches were written for and tested on.
+FAUST_VERSION = "0.15.3"
+RESUBSCRIBE_S = 1.0  # Faust waits 45 s before it reads a topic added while running
+TANSU_FETCH_WAIT_MS = 100  # Faust passes 1500 ms; Tansu answers after half of it
+
+
+class current_event:
+    """Make `event` Faust's current event, so a table write goes to its changelog partition."""
+
+    def __init__(self, event):
+        self.event = event
+
+    def __enter__(self):
+        from faust.streams import _current_event
+
+        self.token = _current_event.set(weakref.ref(self.event))
+
+    def __exit__(self, *exc):
+        from faust.streams import _current_event
+
+        _current_event.reset(self.token)
+
+
+class _Position:
+    """A stand-in event: Faust reads only `message.topic` and `message.partition` of the
+    current event when it sends a table change to the changelog."""
+
+    def __init__(self, topic: str, partition: int):
+        self.message = self
+        self.topic, self.partition = topic, partition
+
+
+def delete_key(table, key, topic: str, partition: int) -> bool:
+    """Delete `key` from a Faust table outside any stream iteration: the tombstone goes to
+    changelog partition `partition` (that of `topic`, which the table is co-partitioned with).
+    False when the table did not hold the key."""
+    if key not in table:
+        return False
+    position = _Position(topic, partition)  # current_event holds it weakly: keep it alive
+    with current_event(position):
+        del table[key]
+    getattr(table.data, "_key_partition", {}).pop(key, None)  # the memory store's, see above
+    return True
+
+
+def resubscribe_soon(app) -> None:
+    """Topics added to a running app are subscribed after RESUBSCRIBE_S, not 45 s."""
+    app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_S
+
+
+def subscribe_new_topics(app, topic, names: list[str]) -> None:
+    """Add `names` to the running `topic` and tell the conductor to resubscribe."""
+    topic.topics.extend(names)
+    app.topics._flag_changes()
+
+
+def tansu_fetch_wait() -> None:
+    """Tansu answers a fetch only after half the client's max wait (Faust hard-codes 1500 ms):
+    lower it so latency is not 1 s+. Applied only when the backend is Tansu."""
+    from faust.transport.drivers import aiokafka as driver
+
+    if getattr(driver.AIOKafkaConsumerThread, "tansu_fetch_wait", False):  # once per process
+        return
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+
+    def create(self, transport):
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = TANSU_FETCH_WAIT_MS
+        return consumer
+
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create
+    driver.AIOKafkaConsumerThread.tansu_fetch_wait = True
+
 
 EOS_BATCH_WAIT_S = 10.0  # longest a commit waits for a batch in progress to finish
 
@@ -115,3 +204,14 @@ def one_transaction_per_worker() -> None:
     TransactionManager.commit = commit
     Consumer._commit_tps = commit_tps
     TransactionManager.one_transaction = True
+
+
+def check_faust_version() -> None:
+    """A warning, once per process, when the installed Faust is not the one patched here."""
+    import faust
+
+    if faust.__version__ != FAUST_VERSION and not getattr(check_faust_version, "warned", False):
+        check_faust_version.warned = True
+        log.warning("faust-streaming %s is installed; meterwatch's patches of its internals were "
+                    "written for %s (stream_app/stream/patches.py)", faust.__version__,
+                    FAUST_VERSION)
