@@ -101,13 +101,14 @@ PRIOR_DAYS = 7  # a trained meter's forest histogram starts as this many days of
 JUMP_RATE = 0.1  # per day: an hour of the day's typical jump follows change at most this fast
 JUMP_MIN_DAYS = 2  # the jump branch judges once its histogram holds two days of readings
 JUMP_MIN_LIMIT = 4.0  # and never nearer than four typical jumps
+JUMP_SHARE = 0.5  # of the forest's budget: spikes are also the forest's (its recent-readings error)
 WINSOR = 6.0  # spreads: how far one reading may pull the ratio statistics in calibration
 DEFAULT_RATIO_SCALE = 0.15  # no two warm-up days of one kind: a 15 % energy spread to start
 STUCK_HOUR_S = 3600  # a warm-up meter's allowed flat run: at least an hour, and twice its own
 SEEN_CAP = 255
 RUN_READINGS = 2  # a run of forest flags on normal data is about two readings long
 TAIL_SHARE = 0.1  # the exponential tail is fitted above the 90th percentile
-EMPIRICAL_READINGS = 8  # the empirical quantile counts once this many readings are above it
+EMPIRICAL_READINGS = 12  # the empirical quantile counts once this many readings are above it
 # (a recurring high, every Monday morning, is; one anomaly is not)
 BINS = 64  # the forest-score histogram: edges in the warm-up's score spreads, -4 to 12
 FOREST_EDGES = np.linspace(-4.0, 12.0, BINS + 1)
@@ -134,23 +135,37 @@ def tail_top(counts: np.ndarray, edges: np.ndarray, p: float, log: bool = False
              ) -> tuple[float, float]:
     """(mean, t) of a histogram: t is exceeded with probability about p (see the module's
     docstring: the larger of an exponential tail above q90 and the empirical quantile). With
-    `log`, the tail is exponential in log(1 + x) (a Pareto tail: the jumps and energy ratios
-    of real meters have one). While the histogram holds fewer than 1 / p readings, t is taken
-    at p * (readings * p): a tail guessed from few readings asks for more."""
+    `log`, the tail may also be exponential in log(1 + x), a Pareto tail (the jumps of real
+    meters have one): of the two, the one whose 99th percentile is nearer the histogram's own
+    is used, the Pareto one while too few readings show it. While the histogram holds fewer
+    than 1 / p readings, t is taken at p * (readings * p): a tail guessed from few readings
+    asks for more."""
     counts = np.asarray(counts, np.float64)
     total = counts.sum()
     p = p * min(1.0, total * p)
-    x = np.log1p(edges) if log else np.asarray(edges, np.float64)
-    centers = (x[:-1] + x[1:]) / 2
     mean = float((counts * (edges[:-1] + edges[1:]) / 2).sum() / total)
     above = np.cumsum(counts[::-1])[::-1]  # weight in this bin or higher
     k = int(np.flatnonzero(above >= TAIL_SHARE * total)[-1])
-    q = float(x[k])
-    tail = counts[k:]
-    excess = max(float((tail * (centers[k:] - q)).sum() / max(tail.sum(), 1e-12)),
-                 float(x[k + 1] - x[k]) / 2)
-    exponential = q + excess * np.log(float(above[k] / total) / p)
-    exponential = float(np.expm1(exponential)) if log else exponential
+    share = float(above[k] / total)
+
+    def tail(x: np.ndarray, at: float) -> float:  # x: the bin edges on the tail's scale
+        centers = (x[:-1] + x[1:]) / 2
+        excess = max(float((counts[k:] * (centers[k:] - x[k])).sum() / counts[k:].sum()),
+                     float(x[k + 1] - x[k]) / 2)
+        return float(x[k]) + excess * np.log(share / at)
+
+    exponential = tail(np.asarray(edges, np.float64), p)
+    if log:
+        pareto = float(np.expm1(tail(np.log1p(edges), p)))
+        high = np.flatnonzero(above > max(0.01 * total, EMPIRICAL_READINGS))
+        if len(high) == 0:
+            exponential = pareto
+        else:
+            q99 = float(np.log1p(edges[int(high[-1]) + 1]))
+            lin99 = np.log1p(tail(np.asarray(edges, np.float64), 0.01))
+            par99 = tail(np.log1p(edges), 0.01)
+            if abs(par99 - q99) < abs(lin99 - q99):
+                exponential = pareto
     beyond = np.flatnonzero(above > max(p * total, EMPIRICAL_READINGS))
     empirical = float(edges[int(beyond[-1]) + 1]) if len(beyond) else -np.inf
     return mean, max(exponential, empirical)
@@ -313,7 +328,8 @@ class MeterCalibration:
                 / WEEK_S:
             self.jump_limit = float("inf")
             return
-        self.jump_limit = max(tail_top(self.j_hist, Z_EDGES, self.f_budget, log=True)[1],
+        self.jump_limit = max(tail_top(self.j_hist, Z_EDGES, JUMP_SHARE * self.f_budget,
+                                       log=True)[1],
                               JUMP_MIN_LIMIT)
 
     # ---- the decision's view -------------------------------------------------------------
