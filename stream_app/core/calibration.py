@@ -5,7 +5,8 @@ seen. Every scored meter therefore carries a MeterCalibration beside its history
 offline (`meterwatch score`) and in the worker's table (`to_bytes` / `from_bytes`):
 
 - a meter the bundle knows (origin "bundle") starts from the bundle's MeterProfile, and its
-  forest z-score is taken against the bundle's normal scores of its category;
+  forest scores from the bundle's normal scores of its category (a normal distribution with
+  PRIOR_DAYS' weight), then learns its own as below;
 - a meter the bundle has never seen (origin "warmup") is calibrated at the end of its warm-up,
   on the readings its normaliser is fitted on (stream_app.core.meter_window; 2 days at 15 min,
   8 days hourly). Its time-of-week profile is fitted on them. Its energy-ratio spread is
@@ -28,13 +29,16 @@ offline (`meterwatch score`) and in the worker's table (`to_bytes` / `from_bytes
 
 Tails: the t of a score histogram is the larger of an exponential tail fitted above its 90th
 percentile (peaks over threshold: t = q90 + mean excess * ln(0.1 / p); for the jump and ratio
-scores in log(1 + |z|), a Pareto tail, which real meters' jumps have) and its empirical
-(1 - p) quantile where at least EMPIRICAL_READINGS readings lie above that: the first
-extrapolates, the second holds once weeks of readings show a meter's recurring highs (every
-Monday morning after an idle weekend) and ignores a single anomaly. The
-histograms learn from all readings, the highest in their top bin, and forget with a memory of
-MEMORY_DAYS; learning a tail from unflagged readings alone would shrink it day after day, since
-each day's highest normal values are the ones flagged.
+scores, exponential in the score or in log(1 + score), a Pareto tail, whichever meets the
+histogram's own 99th percentile: the steel plant's jumps have a Pareto tail, the simulator's
+an exponential one) and its empirical (1 - p) quantile where at least EMPIRICAL_READINGS
+readings lie above that: the first extrapolates, the second holds once weeks of readings show
+a meter's recurring highs (every Monday morning after an idle weekend) and ignores a few
+anomalies. The histograms learn from all readings, the highest in their top bin, and forget
+with a memory of MEMORY_DAYS; learning a tail from unflagged readings alone would shrink it day
+after day, since each day's highest normal values are the ones flagged. The jump branch gets
+JUMP_SHARE of the forest's budget (a spike is also the forest's, through its recent-readings
+error).
 
 Online, at the first reading of each new UTC day, the day before is folded in:
 
@@ -48,8 +52,8 @@ Online, at the first reading of each new UTC day, the day before is folded in:
   lowest and highest; a mature hour's band moves with its median. An hour first learned while
   it was not known (nothing could judge its readings) is provisional: its next day learns from
   all its readings, so an anomaly on a meter's first Saturday does not make every later
-  Saturday alert. An hour first seen while known (it
-  expected the same hour of its kind of day) learns from its unflagged readings only.
+  Saturday alert. An hour first seen while known (it expected the same hour of its kind of
+  day) learns from its unflagged readings only.
 - a warm-up meter's energy-ratio centre and spread and its level learn from all its readings
   (winsorised at WINSOR spreads) during its first CALIBRATION_DAYS, then stay.
 - the largest normal reading grows with unflagged readings, and by FLAGGED_SHARE of the way to
@@ -61,10 +65,12 @@ Online, at the first reading of each new UTC day, the day before is folded in:
 Folding at day boundaries makes the flags independent of how readings are batched: a reading is
 judged with the calibration as it stood at the start of its UTC day.
 
-State size: the profile's three statistics as float16 relative to the largest normal reading
-(rounded so at every fold: the bytes hold exactly what is in memory), one byte per hour of the
-week for how often it was seen, bits for known and provisional, two float16 histograms of 64
-bins and the day's accumulators: about 2.1 KB, 2.8 KB as base64 in the worker's JSON state.
+State size: the profile's three statistics and the typical jumps as float16 relative to the
+largest normal reading (rounded so at every fold: the bytes hold exactly what is in memory),
+one byte per hour of the week for how often it was seen, bits for known and provisional, three
+float16 histograms (64 and 2 x 48 bins), an unseen meter's error scale (float16) and the day's
+accumulators: about 2.3 KB, 2.9 KB as base85 text in the worker's JSON state; the whole meter
+state with its history is about 3.9 KB.
 """
 
 from __future__ import annotations
