@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stream_app import __version__
 from stream_app.core.errors import InputError, MeterwatchError
@@ -136,18 +137,18 @@ def cmd_score(args) -> int:
         if len(s.values) < need:
             raise InputError(f"meter {s.meter_id}: {len(s.values)} readings are too short for "
                              f"window {need - 1} (need at least {need})")
-    written = []  # (file line, row): one per input row
+    written: list[tuple[int, list[Any]]] = []  # (file line, row): one per input row
     for s in series:
         rows = _output_rows(s, score_series(detector, s), limits.limit(s.category))
         print(f"meter {s.meter_id}: {len(rows)} rows, {sum(1 for _, r in rows if r[4])} scored, "
               f"{sum(r[7] for _, r in rows)} flagged, {len(s.repairs)} repairs", file=sys.stderr)
         written += rows
     written.sort(key=lambda item: item[0])  # input order
-    rows = [row for _, row in written]
-    write_rows_csv(args.output, header, rows)
-    flagged = sum(row[7] for row in rows)
-    scored = sum(1 for row in rows if row[4])
-    print(f"scored {scored} of {len(rows)} readings of {len(series)} meter(s) with "
+    table = [row for _, row in written]
+    write_rows_csv(args.output, header, table)
+    flagged = sum(row[7] for row in table)
+    scored = sum(1 for row in table if row[4])
+    print(f"scored {scored} of {len(table)} readings of {len(series)} meter(s) with "
           f"{detector.bundle.version}: {flagged} flagged; wrote {args.output}")
     return 0
 

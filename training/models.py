@@ -21,6 +21,7 @@ unknown keys are errors, never silently ignored.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -179,4 +180,6 @@ def model_kind(model: nn.Module) -> str:
 
 def config_dict(model: nn.Module) -> dict[str, object]:
     """{"kind": ..., "window": ..., <config fields>} — JSON-ready; `build_model(**d)` rebuilds it."""
-    return {"kind": model_kind(model), **asdict(model.cfg)}
+    kind = model_kind(model)
+    cfg: Any = model.cfg  # a config dataclass (nn.Module's attributes type as Tensor | Module)
+    return {"kind": kind, **asdict(cfg)}

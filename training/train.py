@@ -15,6 +15,7 @@ import copy
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -97,7 +98,8 @@ def fit_autoencoder(
                 break
         bar.close()
         opt.zero_grad(set_to_none=True)  # the model leaves without stale gradients
-        model.load_state_dict(best_state)
+        # cfg.epochs >= 1 (TrainConfig checks it), so the first epoch has set best_state.
+        model.load_state_dict(cast(dict[str, Any], best_state))
     model.eval()
     history.update(best_epoch=best_epoch, epochs_run=len(history["val_loss"]),
                    seconds=time.perf_counter() - start)

@@ -393,11 +393,13 @@ def _parse_object(cls: type, node: Any, where: str, depth: int) -> Any:
     unknown = [k for k in node if k not in hints]
     if unknown:
         raise BundleError(f"manifest has unknown field '{_join(where, unknown[0])}'")
-    missing = [name for name in hints if name not in node]
+    # a codec class's runtime-only fields (its RUNTIME_FIELDS, if any) are not in the manifest
+    optional = set(getattr(cls, "RUNTIME_FIELDS", ()))
+    missing = [name for name in hints if name not in node and name not in optional]
     if missing:
         raise BundleError(f"manifest lacks field '{_join(where, missing[0])}'")
     values = {name: _parse(tp, node[name], _join(where, name), depth + 1)
-              for name, tp in hints.items()}
+              for name, tp in hints.items() if name in node}
     if issubclass(cls, _Section):
         return cls(**values)
     try:  # a class with its own codec (MeterProfile, Normaliser)

@@ -33,6 +33,7 @@ import numpy as np
 from stream_app.core.calibration import DAY_S, MeterCalibration
 from stream_app.core.dtw import dtw_batch
 from stream_app.core.evidence import (
+    FAULT_KINDS,
     JUMP_BASE,
     Evidence,
     MeterProfile,
@@ -70,6 +71,20 @@ class BatchScores:
     def kind(self, row: int) -> str:
         """The alert kind of a flagged row (stream_app.core.evidence.alert_kind)."""
         return alert_kind(self.branch[row])
+
+    def measure(self, row: int) -> tuple[float, float]:
+        """(z, limit) an alert of the row states, so its severity: those of the branch that
+        flagged it, z rounded to 4 places. The forest's z and the category limit; the profile's
+        spread from the usual and its limit; the jump's score and the meter's limit; a fault
+        rule's measure and the bound it crossed."""
+        branch, ev = self.branch[row], self.evidence
+        if branch == "profile":
+            return round(float(ev.profile_score[row]), 4), float(ev.profile_limit[row])
+        if branch == "jump":
+            return round(float(ev.jump_score[row]), 4), float(ev.jump_limit[row])
+        if branch in FAULT_KINDS:
+            return round(float(ev.fault_score[row]), 4), float(ev.fault_limit[row])
+        return round(float(self.z[row]), 4), float(self.limit[row])
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,8 @@ class Detector:
         self.recent = evidence.recent_readings
         self.profile_limit = (np.inf if evidence.profile_limit is None
                               else evidence.profile_limit)
-        self.has_evidence = evidence.profile_limit is not None  # profiles and rules
+        # profiles and rules in this bundle (a bundle trained without evidence has no limit)
+        self.has_evidence = evidence.profile_limit is not None
         self.timings = {"inference": 0.0, "dtw": 0.0}  # of the last batch
 
     def trailing_windows(self, rows: np.ndarray) -> dict[int, np.ndarray]:

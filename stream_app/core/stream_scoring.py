@@ -26,7 +26,6 @@ import orjson
 
 from stream_app.core.alerts import Alert, AlertTracker, Detection, alert_id
 from stream_app.core.calibration import MeterCalibration
-from stream_app.core.evidence import FAULT_KINDS
 from stream_app.core.meter_window import MeterHistory
 from stream_app.core.records import Reading, ms_to_iso
 from stream_app.core.scoring import Detector, RowContext
@@ -205,15 +204,7 @@ class StreamScorer:
         errors = dict(zip(detector.error_names, np.round(scores.errors[k], 6).tolist(),
                           strict=True))
         reading = row.reading
-        zscore, threshold = round(float(scores.z[k]), 4), float(scores.limit[k])
-        branch = scores.branch[k]
-        ev = scores.evidence
-        if branch == "profile":  # the branch's own z (spreads from the usual) and its limit
-            zscore, threshold = round(float(ev.profile_score[k]), 4), float(ev.profile_limit[k])
-        elif branch == "jump":  # the jump's score (typical jumps) and the meter's limit
-            zscore, threshold = round(float(ev.jump_score[k]), 4), float(ev.jump_limit[k])
-        elif branch in FAULT_KINDS:  # the rule's measure and the bound it crossed
-            zscore, threshold = round(float(ev.fault_score[k]), 4), float(ev.fault_limit[k])
+        zscore, threshold = scores.measure(k)  # of the branch that flagged it
         lower = upper = ()
         profile = scores.profiles[k] if scores.profiles else None
         if profile is not None:  # what this meter usually reads at these hours of the week

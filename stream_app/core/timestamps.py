@@ -163,8 +163,9 @@ def parse_decimals(cells: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, 
     if len(words) > 1:
         whole = whole * 100_000_000 + _eight_digits(words[1])
     # whole: the cell's characters as digits (its point a 0), then zeros up to the width
-    whole //= _POW10_INT[np.clip(width - lengths, 0, width)]
-    decimals = np.clip((lengths - 1 - _byte_index(point)) * points, 0, EXACT_DIGITS)
+    whole //= _POW10_INT[width - np.minimum(lengths, width)]
+    decimals = np.minimum(np.maximum((lengths - 1 - _byte_index(point)) * points, 0),
+                          EXACT_DIGITS)
     # drop the point's 0: whole = head * 10**(d+1) + tail, the number head * 10**d + tail; a
     # cell without a point divides by 10**16, more than any whole, so that head is 0
     split = np.where(points > 0, decimals + 1, 16)
@@ -189,6 +190,16 @@ def _fixed_bits(form: str, count: int) -> list[tuple[int, int, int]]:
     return [(w[0], w[1], w[2]) for w in out]
 
 
+def _matches(words: np.ndarray, nibbles: np.ndarray, fixed: tuple[int, int, int]) -> np.ndarray:
+    """Whether words have a form's fixed bits and digits (`nibbles`: their low nibbles, see
+    _fixed_bits): a low nibble over 9 plus 0x76 sets bit 7, which the fixed bits of a digit
+    (0x3_) want clear, so one comparison checks both."""
+    mask, value, low = fixed
+    over = ((nibbles + _U64(low // 15 * 0x76)) & _U64(low // 15 * 0x80))  # bytes: 0x76, 0x80
+    result: np.ndarray = ((words & _U64(mask)) | over) == _U64(value)
+    return result
+
+
 def _iso_cells(cells: np.ndarray, form: str,
                naive_offset: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Cells of one ISO form (see _ISO_FORMS) -> (epoch s, read); `naive_offset`: the offset in
@@ -201,12 +212,11 @@ def _iso_cells(cells: np.ndarray, form: str,
     words = list(cells[:-(-len(form) // 8)])
     digits = []  # each word's digit values, 0 elsewhere
     ok = np.ones(n, bool)
-    for j, (mask, value, low) in enumerate(_fixed_bits(form, len(words))):
-        nibbles = words[j] & _U64(low)
-        digits.append(nibbles)
+    fixed = _fixed_bits(form, len(words))
+    for j, w in enumerate(words):
+        digits.append(w & _U64(fixed[j][2]))
         if j:  # the date's word is checked once per run, below
-            six, sixteen = _U64(low // 15 * 6), _U64(low // 15 * 16)  # 0x06, 0x10 in its digits
-            ok &= ((words[j] & _U64(mask)) == _U64(value)) & (((nibbles + six) & sixteen) == 0)
+            ok &= _matches(w, digits[j], fixed[j])
     pairs: dict[int, np.ndarray] = {}  # word -> its bytes as 10 * digit + next digit
 
     def number(a: int, at: np.ndarray | None = None) -> np.ndarray:  # the two digits at byte a
@@ -228,16 +238,13 @@ def _iso_cells(cells: np.ndarray, form: str,
     day_bytes = words[1] & _U64(0xFFFF)
     new[1:] = (words[0][1:] != words[0][:-1]) | (day_bytes[1:] != day_bytes[:-1])
     heads = np.flatnonzero(new)
-    mask, value, low = _fixed_bits(form, 1)[0]  # the date's word
-    w = words[0][heads]
-    head_ok = ((w & _U64(mask)) == _U64(value)) & \
-        ((((w & _U64(low)) + _U64(low // 15 * 6)) & _U64(low // 15 * 16)) == 0)
+    head_ok = _matches(words[0][heads], digits[0][heads], fixed[0])
     year = (number(0, heads) * _U64(100) + number(2, heads)).astype(np.int64)
     month, day = number(5, heads).astype(np.int64), number(8, heads).astype(np.int64)
     head_ok &= (year >= 2) & (year <= 9998) & (month >= 1) & (month <= 12) & (day >= 1)
-    index = np.clip((year - 1) * 12 + month - 1, 0, len(_MONTH_START) - 1)
+    index = np.minimum(np.maximum((year - 1) * 12 + month - 1, 0), len(_MONTH_START) - 1)
     head_ok &= day <= _MONTH_DAYS[index]
-    runs = np.diff(np.r_[heads, n])
+    runs = np.append(heads[1:], n) - heads
     ok &= np.repeat(head_ok, runs)
     seconds = np.repeat((_MONTH_START[index] + day - 1) * 86400, runs)
     if len(form) > 10:

@@ -273,7 +273,7 @@ class TestcontainersBroker(Broker):
         self._container.stop()
 
 
-def start_broker(kind: str, port: int | None = None) -> Broker:
+def start_broker(kind: str, port: int | None = None) -> ProcessBroker:
     """Start a local broker of `kind` ("tansu" or "kafka")."""
     if kind == "tansu":
         return TansuBroker(port)

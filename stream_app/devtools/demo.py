@@ -18,6 +18,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -99,7 +100,7 @@ def follow_alerts(bootstrap: str, topic: str, log: AlertLog, stop: threading.Eve
             msg = consumer.poll(0.1)
             if msg is None or msg.error():
                 continue
-            alert = json.loads(msg.value())
+            alert = json.loads(cast(bytes, msg.value()))  # the worker's alerts are never null
             with log.lock:
                 log.alerts.append(alert)
                 log.received.append(time.time())

@@ -30,6 +30,7 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -147,14 +148,15 @@ def apply_label_windows(series: list[MeterSeries], path: str | Path) -> None:
         if not isinstance(e, dict) or set(e) != LABEL_KEYS:
             raise InputError(f"{where}: expected exactly the keys meter_id, start, end; "
                              f"got {sorted(e) if isinstance(e, dict) else e!r}")
-        s = by_id.get(str(e["meter_id"]))
-        if s is None:
+        meter = by_id.get(str(e["meter_id"]))
+        if meter is None:
             raise InputError(f"{where}: meter {e['meter_id']!r} is not in the input; "
                              f"known: {', '.join(by_id)}")
         start, end = _parse_time(e["start"], where), _parse_time(e["end"], where)
         if end < start:
             raise InputError(f"{where}: end {e['end']} is before start {e['start']}")
-        s.labels[(s.timestamps >= start) & (s.timestamps <= end)] = 1
+        labels = cast(np.ndarray, meter.labels)  # every series got its zeros above
+        labels[(meter.timestamps >= start) & (meter.timestamps <= end)] = 1
 
 
 def _metrics(y, flagged, scored, z, ev: dict) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import cast
 
 import numpy as np
 
@@ -169,8 +170,9 @@ def simulate_to_csv(path, profile: str | Profile, meters: int, days: int, **opti
     for e in events:
         kind_at[index[e.meter_id]][e.start:e.end] = e.kind
     stamps = [format_timestamp(t) for t in series[0].timestamps]
+    labels = [cast(np.ndarray, s.labels) for s in series]  # simulated series are all labelled
     rows = (
-        (stamps[j], s.meter_id, s.category, float(s.values[j]), int(s.labels[j]), kind_at[k][j])
+        (stamps[j], s.meter_id, s.category, float(s.values[j]), int(labels[k][j]), kind_at[k][j])
         for j in range(len(stamps))
         for k, s in enumerate(series)
     )

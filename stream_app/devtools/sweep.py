@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -31,8 +32,8 @@ DEFAULT_EPSILONS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 def _prf(flags: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
     """Point-wise precision, recall and F1, 0 where undefined (the sweep's table)."""
     tp = int((flags & labels).sum())
-    counts = precision_recall_f1(tp, int(flags.sum()) - tp, int(labels.sum()) - tp)
-    return tuple(v or 0.0 for v in counts)
+    precision, recall, f1 = precision_recall_f1(tp, int(flags.sum()) - tp, int(labels.sum()) - tp)
+    return precision or 0.0, recall or 0.0, f1 or 0.0
 
 
 def _test_scores(detector: Detector, series: list[MeterSeries], seed: int):
@@ -47,7 +48,7 @@ def _test_scores(detector: Detector, series: list[MeterSeries], seed: int):
         held_out[warmup:] = True
         keep = held_out & np.isfinite(result.z)
         zs.append(result.z[keep])
-        labels.append(injected.labels[keep].astype(bool))
+        labels.append(cast(np.ndarray, injected.labels)[keep].astype(bool))  # inject labels
     return np.concatenate(zs), np.concatenate(labels)
 
 

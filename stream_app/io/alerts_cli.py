@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import cast
 
 from stream_app.core.alerts import SEVERITIES
 from stream_app.core.errors import InputError
@@ -104,15 +105,18 @@ def read_alerts(kafka: KafkaSettings, topic: str, *, follow: bool, from_beginnin
             msg = consumer.poll(poll_s)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error:
+                if error.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
                     continue
-                raise InputError(f"reading {topic}: {msg.error()}")
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                raise InputError(f"reading {topic}: {error}")
+            # A consumed message always has an offset (None is for messages being produced).
+            if cast(int, msg.offset()) + 1 >= ends.get(msg.partition(), 0):
                 pending.discard(msg.partition())
             try:
-                alert = json.loads(msg.value())
+                # A tombstone (value None) raises TypeError, and is skipped like any non-alert.
+                alert = json.loads(cast(bytes, msg.value()))
             except (ValueError, TypeError):
                 continue  # not an alert: this tool only shows alerts
             if isinstance(alert, dict) and keep(alert):

@@ -48,6 +48,7 @@ import re
 from datetime import UTC, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -95,7 +96,8 @@ def parse_espi_xml(source, *, meter_id: str | None = None, category: str = "gene
         for name in ("tzOffset", "dstOffset"):
             _int(ltp.content, name, ltp.where, required=False)
     groups = _link(by_kind)
-    series, used = [], set()
+    series: list[MeterSeries] = []
+    used: set[str] = set()
     for point, _mr, rtype, blocks in groups:
         scale, flow = _reading_type(rtype)
         meter = _unique(_base_id(meter_id, point) + FLOW_SUFFIX.get(flow, f".flow{flow}"),
@@ -117,7 +119,8 @@ class _Entry:
         self.up_href = next((ln.get("href") for ln in links if ln.get("rel") == "up"), None)
         self.related = {ln.get("href") for ln in links if ln.get("rel") == "related"}
         content = entry.find(f"{ATOM}content")
-        self.content = None if content is None else next(
+        # The ESPI element (defusedxml has no type hints); None only in an entry of no kind.
+        self.content: Any = None if content is None else next(
             (c for c in content if c.tag.startswith(ESPI)), None)
         self.kind = None if self.content is None else self.content.tag[len(ESPI):]
         named = f", {self.title!r}" if self.title else ""
@@ -129,12 +132,13 @@ class _Entry:
                     or (other.self_href and other.self_href in self.related))
 
 
-def _link(by_kind) -> list[tuple]:
+def _link(by_kind) -> list[list[Any]]:
     """(UsagePoint or None, MeterReading or None, ReadingType, [IntervalBlock]) per reading."""
     points, readings = by_kind["UsagePoint"], by_kind["MeterReading"]
     types, blocks = by_kind["ReadingType"], by_kind["IntervalBlock"]
     unambiguous = len(points) <= 1 and len(readings) <= 1 and len(types) == 1
-    groups, claimed = [], set()
+    groups: list[list[Any]] = []
+    claimed: set[int] = set()
     for mr in readings:
         rtype = next((t for t in types if mr.links_to(t)), None)
         if rtype is None:
@@ -221,7 +225,11 @@ def _kwh(text: str, scale: int, where: str) -> float:
     return kwh
 
 
-def _int(parent, name: str, where: str, *, required: bool = True) -> int | None:
+@overload
+def _int(parent: Any, name: str, where: str, *, required: Literal[True] = True) -> int: ...
+@overload
+def _int(parent: Any, name: str, where: str, *, required: bool) -> int | None: ...
+def _int(parent: Any, name: str, where: str, *, required: bool = True) -> int | None:
     text = parent.findtext(f"{ESPI}{name}")
     if text is None or not text.strip():
         if required:
@@ -256,7 +264,7 @@ def _unique(candidate: str, used: set) -> str:
     return name
 
 
-def _parse_xml(data: bytes):
+def _parse_xml(data: bytes | bytearray):
     import defusedxml.ElementTree as SafeET
     from defusedxml import DefusedXmlException
 
@@ -344,7 +352,10 @@ def parse_greenbutton_csv(path, *, meter_id: str | None = None, category: str = 
     except UnicodeDecodeError:
         text = data.decode("cp1252", errors="replace")  # Excel-saved exports
     reader = csv.reader(io.StringIO(text, newline=""))
-    preamble, cols, rows, seen = {}, None, [], set()
+    preamble: dict[str, str] = {}
+    cols: dict[str, Any] | None = None
+    rows: list[tuple[int, float, int, str]] = []
+    seen: set[datetime] = set()
     try:
         for fields in reader:
             line = reader.line_num

@@ -44,7 +44,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +73,12 @@ _LABEL_NAMES = ("label", "anomaly")
 _MISSING = ("", "nan", "na", "null", "none")
 _FIELD_LIMIT = 131072  # csv's default field_size_limit: longer lines are left to csv to judge
 _CELL_WIDTH = 64  # bytes; a longer cell (no meter id, time or number is) leaves the file to csv
-_CHUNK = 65536  # rows parsed at once
-_FIRST_BYTES = np.array([(1 << 8 * k) - 1 for k in range(9)], np.uint64)  # a word's first k bytes
+_BLOCK = 1 << 20  # bytes of whole lines split and parsed at once
+_CHUNK = 65536  # rows of a column parsed at once
+_Field = Callable[[int], tuple[np.ndarray, np.ndarray]]  # column -> (cell starts, cell lengths)
+# [j][length]: the bytes of word j that lie in a cell of that length
+_WORD_MASKS = np.array([[(1 << 8 * min(8, max(0, n - 8 * j))) - 1 for n in range(_CELL_WIDTH + 1)]
+                        for j in range(_CELL_WIDTH // 8)], np.uint64)
 
 
 def write_rows_csv(path: str | Path, header: list[str], rows: Iterable[Sequence]) -> None:
@@ -148,7 +152,7 @@ def read_meter_csv(
             cols["decimal_comma"] = delimiter != ","
             raw = None
             if bulk:
-                raw = _read_columns(path.read_bytes(), delimiter, cols,
+                raw = _read_columns(path, delimiter, cols,
                                     TimestampParser(zone, timestamp_format, steel=cols["steel"]),
                                     default_meter_id, default_category)
             if raw is None:  # a fresh clock: the column reader's has seen the fall-back's hours
@@ -316,9 +320,10 @@ def _needed(cols) -> int:
                if k not in ("steel", "header", "decimal_comma") and i is not None)
 
 
-def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: str,
+def _read_columns(path: Path, delimiter: str, cols, clock, default_meter_id: str,
                   default_category: str) -> dict | None:
-    """What _read_rows returns, read column by column with numpy over the file's bytes.
+    """What _read_rows returns, read column by column with numpy over the file's bytes, in
+    blocks of whole lines of about _BLOCK bytes (a block's arrays stay in the CPU's cache).
 
     None (and _read_rows reads the file) when the file holds anything read here otherwise than
     _read_rows would: a steel date or --timestamp-format, quotes, a lone CR, NUL, invalid
@@ -327,73 +332,99 @@ def _read_columns(data: bytes, delimiter: str, cols, clock, default_meter_id: st
     it always has). Cells the bulk parsers do not read (another timestamp form, a zone with
     DST, a decimal comma, `NA`, blanks around a value) are read one at a time in file order by
     the per-row functions."""
-    if cols["steel"] or clock.format is not None or b'"' in data or b"\0" in data:
+    if cols["steel"] or clock.format is not None:
         return None
-    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+    data, size = _padded_bytes(path)
+    if data is None or data.find(b'"', 0, size) >= 0 or data.find(b"\0", 0, size) >= 0:
         return None
-    if not data.isascii():
+    crlf = data.find(b"\r", 0, size) >= 0
+    if crlf and data.count(b"\r", 0, size) != data.count(b"\r\n", 0, size):
+        return None
+    if not data.isascii():  # (the padding is)
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    buf = np.frombuffer(data, np.uint8)
-    body = data.find(b"\n") + 1  # the first data line (the header is line 1)
+    body = data.find(b"\n", 0, size) + 1  # the first data line (the header is line 1)
     if not body:
         return {}
-    # the file's bytes, a line end for a last line without one, and room to gather any cell
-    padded = np.concatenate([buf, np.frombuffer(b"\n", np.uint8), np.zeros(_CELL_WIDTH, np.uint8)])
-    split = _split_fields(padded, len(buf), body, delimiter, len(cols["header"]) - 1,
-                          _needed(cols), b"\r" in data)
-    if split is None:
+    padded = np.frombuffer(data, np.uint8)
+    names = {} if cols["meter"] is not None else {default_meter_id: 0}  # name -> code
+    kinds = {default_category: 0}  # category -> code
+    width, needed = len(cols["header"]) - 1, _needed(cols)
+    rows = int(np.count_nonzero(padded[body:size + 1] == ord("\n")))  # at most
+    columns = tuple(np.empty(rows, dtype) for dtype in (np.int64, np.int64, np.int64, np.float64,
+                                                        np.int64, np.int64))
+    done, line = 0, 2
+    try:
+        for a, b in _blocks(data, size, body):
+            split = _split_fields(padded, a, b, line, delimiter, width, needed, crlf)
+            if split is None:
+                return None
+            lines, field, line = split
+            block = _read_block(data, padded, lines, field, cols, clock, names, kinds,
+                                default_category)
+            for column, part in zip(columns, block):
+                column[done:done + len(lines)] = part
+            done += len(lines)
+    except (InputError, _Decline):
         return None
-    lines, field = split
-    if not len(lines):
+    if not done:
         return {}
+    meter, category, ts, values, labels, lines = (column[:done] for column in columns)
+    meters, categories = list(names), list(kinds)
+    out = {}
+    for rows in _groups(meter):  # meters in order of first appearance
+        found = category[rows]
+        if np.any(found != found[0]):
+            return None  # a meter with two categories: an error
+        key = (meters[meter[rows][0]], categories[found[0]])
+        out[key] = (ts[rows], values[rows], labels[rows], lines[rows])
+    return out
+
+
+def _read_block(data: bytearray, padded: np.ndarray, lines: np.ndarray, field: _Field, cols, clock,
+                names: dict[str, int], kinds: dict[str, int], default_category: str) -> tuple:
+    """(meter codes, category codes, timestamps, values, labels, lines) of one block's rows;
+    `names` and `kinds` give the meters and categories their codes across blocks. Raises
+    InputError or _Decline when the file is for _read_rows."""
     header = cols["header"]
 
     def texts(i: int, rows) -> list[str]:
         start, length = field(i)
         return [data[start[r]:start[r] + length[r]].decode().strip() for r in rows]
 
-    try:
-        if cols["meter"] is None:
-            meter, names = np.zeros(len(lines), np.int64), [default_meter_id]
-        else:
-            meter, names = _distinct(padded, *field(cols["meter"]), str.strip)
-            if not all(names):
-                return None  # an empty meter id: an error
-        category, categories = np.zeros(len(lines), np.int64), [default_category]
-        if cols["category"] is not None:
-            category, categories = _distinct(padded, *field(cols["category"]),
-                                             lambda t: t.strip() or default_category)
-            if not set(categories) <= set(CATEGORIES):
-                return None
-        labels = np.zeros(len(lines), np.int64)
-        if cols["label"] is not None:
-            codes, found = _distinct(padded, *field(cols["label"]), str.strip)
-            labels = np.array([_parse_label(t, "", 0) for t in found], np.int64)[codes]  # or
-            # an InputError: the per-row reader words it
-        ts, read = _bulk(clock.parse_cells, padded, *field(cols["ts"]), np.int64)
-        column = header[cols["ts"]]
-        rest = np.flatnonzero(~read)
-        for r, text in zip(rest, texts(cols["ts"], rest) if len(rest) else ()):
-            ts[r] = clock(text, names[meter[r]], column, int(lines[r]))
-        starts, lengths = field(cols["value"])
-        values, read = _bulk(parse_decimals, padded, starts, lengths, np.float64)
+    def codes(i: int, clean, book: dict[str, int]) -> np.ndarray:
+        index, found = _distinct(padded, *field(i), clean)
+        return np.array([book.setdefault(name, len(book)) for name in found], np.int64)[index]
+
+    meter, category = np.zeros(len(lines), np.int64), np.zeros(len(lines), np.int64)
+    if cols["meter"] is not None:
+        meter = codes(cols["meter"], str.strip, names)
+        if "" in names:
+            raise _Decline  # an empty meter id: an error
+    if cols["category"] is not None:
+        category = codes(cols["category"], lambda t: t.strip() or default_category, kinds)
+        if not set(kinds) <= set(CATEGORIES):
+            raise _Decline  # an unknown category: an error
+    labels = np.zeros(len(lines), np.int64)
+    if cols["label"] is not None:
+        index, found = _distinct(padded, *field(cols["label"]), str.strip)
+        labels = np.array([_parse_label(t, "", 0) for t in found], np.int64)[index]
+    ts, read = _bulk(clock.parse_cells, padded, *field(cols["ts"]), np.int64)
+    rest = np.flatnonzero(~read)
+    if len(rest):
+        meters, column = list(names), header[cols["ts"]]
+        for r, text in zip(rest, texts(cols["ts"], rest)):
+            ts[r] = clock(text, meters[meter[r]], column, int(lines[r]))
+    starts, lengths = field(cols["value"])
+    values, read = _bulk(parse_decimals, padded, starts, lengths, np.float64)
+    rest = np.flatnonzero(~read & (lengths > 0))  # an empty cell is a missing value (NaN)
+    if len(rest):
         column = header[cols["value"]]
-        rest = np.flatnonzero(~read & (lengths > 0))  # an empty cell is a missing value (NaN)
-        for r, text in zip(rest, texts(cols["value"], rest) if len(rest) else ()):
+        for r, text in zip(rest, texts(cols["value"], rest)):
             values[r] = _parse_value(text, column, int(lines[r]), cols["decimal_comma"])
-    except (InputError, _TooLong):
-        return None
-    out = {}
-    for rows in _groups(meter):  # meters in order of first appearance
-        kinds = category[rows]
-        if np.any(kinds != kinds[0]):
-            return None  # a meter with two categories: an error
-        key = (names[meter[rows][0]], categories[kinds[0]])
-        out[key] = (ts[rows], values[rows], labels[rows], lines[rows])
-    return out
+    return meter, category, ts, values, labels, lines
 
 
 def _groups(meter: np.ndarray) -> list:
@@ -407,69 +438,89 @@ def _groups(meter: np.ndarray) -> list:
     return sorted((order[a:b] for a, b in zip(bounds[:-1], bounds[1:])), key=lambda g: g[0])
 
 
-class _TooLong(Exception):
-    """A cell longer than _CELL_WIDTH: the file is for _read_rows."""
+class _Decline(Exception):
+    """The file is for _read_rows (a cell longer than _CELL_WIDTH, an empty meter id...)."""
 
 
-def _split_fields(padded: np.ndarray, size: int, body: int, delimiter: str, width: int,
+def _padded_bytes(path: Path) -> tuple[bytearray | None, int]:
+    """(the file's bytes, a line end for a last line without one and room to gather any cell
+    (_CELL_WIDTH zeros), the file's size), read into place; None when the file changed size
+    while read."""
+    size = path.stat().st_size
+    data = bytearray(size + 1 + _CELL_WIDTH)
+    with open(path, "rb") as fh:
+        if fh.readinto(memoryview(data)[:size]) != size or fh.read(1):
+            return None, 0
+    data[size] = ord("\n")
+    return data, size
+
+
+def _blocks(data: bytearray, size: int, body: int) -> list[tuple[int, int]]:
+    """Byte ranges [a, b) of whole lines, each about _BLOCK bytes, from `body` to the end; the
+    last one ends with the padding's line end when the file does not end with one."""
+    end = size + (data[size - 1] != ord("\n"))
+    out, a = [], body
+    while a < end:
+        b = data.find(b"\n", a + _BLOCK, size) + 1 or end
+        out.append((a, b))
+        a = b
+    return out
+
+
+def _split_fields(padded: np.ndarray, a: int, b: int, line: int, delimiter: str, width: int,
                   needed: int, crlf: bool):
-    """(file line of each row, field(i) -> (cell starts, cell lengths)) of the data lines
-    (from byte `body` to `size`), split at the delimiter as csv splits unquoted lines; None when
-    a line is longer than csv's field limit or has too few fields. `width`: the header's
-    delimiters; `crlf`: the lines may end with CR LF. Most files have the header's fields on
-    every line: one scan for both separators then gives every line's fields; others are split
-    line by line in numpy."""
-    data = padded[:size + 1]  # ends with a line end (the padding's)
-    if data[-2:].tobytes() == b"\n\n" and size > body:
-        data = data[:-1]  # the file's own last line end
-    ends = data == ord("\n")
-    seps = np.flatnonzero(ends | (data == ord(delimiter)))
-    skip = np.searchsorted(seps, body)  # the header's separators
-    seps, breaks = seps[skip:], np.count_nonzero(ends) - 1
-    if width >= needed and len(seps) % (width + 1) == 0:
-        table = seps.reshape(-1, width + 1)
-        # every (width + 1)th separator a line end and no other: each line has width delimiters
-        if (padded[table[:, -1]] == ord("\n")).all() and breaks == len(table):
+    """(file line of each row, field(i) -> (cell starts, cell lengths), the next block's first
+    line) of the whole lines in bytes [a, b) that start at file line `line`, split at the
+    delimiter as csv splits unquoted lines; None when a line is longer than csv's field limit
+    or has too few fields. `width`: the header's delimiters; `crlf`: the lines may end with CR
+    LF. Most files have the header's fields on every line: one scan for both separators then
+    gives every line's fields; others are split line by line."""
+    data = padded[a:b]
+    breaks = data == ord("\n")
+    seps = np.flatnonzero(breaks | (data == ord(delimiter))) + a
+    rows = int(np.count_nonzero(breaks))
+    if width >= needed and len(seps) == rows * (width + 1):
+        table = seps.reshape(rows, width + 1)
+        # every (width + 1)th separator a line end, and no other: each line has width delimiters
+        if (padded[table[:, -1]] == ord("\n")).all():
             ends = table[:, -1]
-            starts = np.r_[body, ends[:-1] + 1]
+            starts = np.concatenate(([a], ends[:-1] + 1))
             if crlf:
                 ends = ends - (padded[np.maximum(ends - 1, 0)] == ord("\r"))
             lengths = ends - starts  # a line with a delimiter is never empty
-            if len(starts) and ((width == 0 and int(lengths.min()) <= 0)
-                                or int(lengths.max()) > _FIELD_LIMIT):
-                return _split_lines(padded, size, body, delimiter, needed)
+            if rows and ((width == 0 and int(lengths.min()) <= 0)
+                         or int(lengths.max()) > _FIELD_LIMIT):
+                return _split_lines(padded, a, b, line, delimiter, needed)
 
             def same(i: int) -> tuple[np.ndarray, np.ndarray]:
                 begin = starts if i == 0 else table[:, i - 1] + 1
                 end = table[:, i] if i < width else ends
                 return begin, end - begin
 
-            return np.arange(2, len(starts) + 2, dtype=np.int64), same
-    return _split_lines(padded, size, body, delimiter, needed)
+            return line + np.arange(rows, dtype=np.int64), same, line + rows
+    return _split_lines(padded, a, b, line, delimiter, needed)
 
 
-def _split_lines(padded: np.ndarray, size: int, body: int, delimiter: str, needed: int):
-    """_split_fields for files whose lines differ: blank lines, more or fewer fields."""
-    buf = padded[:size]
-    breaks = np.flatnonzero(buf == ord("\n"))
-    starts = np.r_[0, breaks + 1][1:]  # the lines after the header (line 1)
-    ends = np.r_[breaks, len(buf)][1:]
-    ends -= (ends > starts) & (buf[np.maximum(ends - 1, 0)] == ord("\r"))
+def _split_lines(padded: np.ndarray, a: int, b: int, line: int, delimiter: str, needed: int):
+    """_split_fields for lines that differ: blank lines, more or fewer fields."""
+    data = padded[a:b]
+    ends = np.flatnonzero(data == ord("\n")) + a
+    starts = np.concatenate(([a], ends[:-1] + 1))
+    ends -= (ends > starts) & (padded[np.maximum(ends - 1, 0)] == ord("\r"))
     if len(starts) and int((ends - starts).max()) > _FIELD_LIMIT:
         return None
-    lines = np.arange(2, len(starts) + 2, dtype=np.int64)
+    lines = line + np.arange(len(starts), dtype=np.int64)
     filled = ends > starts  # csv skips empty lines
     starts, ends, lines = starts[filled], ends[filled], lines[filled]
-    at = np.flatnonzero(buf == ord(delimiter))
-    at = at[np.searchsorted(at, body):]
+    at = np.flatnonzero(data == ord(delimiter)) + a
     first = np.searchsorted(at, starts)
     count = np.searchsorted(at, ends) - first
     keep = np.ones(len(starts), bool)
     for r in np.flatnonzero(count < needed):
-        if count[r] or buf[starts[r]:ends[r]].tobytes().decode().strip():
+        if count[r] or padded[starts[r]:ends[r]].tobytes().decode().strip():
             return None  # too few fields: an error
         keep[r] = False  # a line of blanks, which csv reads as one empty field: skipped
-    starts, ends, first, count, lines = (a[keep] for a in (starts, ends, first, count, lines))
+    starts, ends, first, count, lines = (x[keep] for x in (starts, ends, first, count, lines))
     last = max(len(at) - 1, 0)
 
     def field(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -477,7 +528,7 @@ def _split_lines(padded: np.ndarray, size: int, body: int, delimiter: str, neede
         end = np.where(count > i, at[np.minimum(first + i, last)], ends) if len(at) else ends
         return begin, end - begin
 
-    return lines, field
+    return lines, field, line + len(filled)
 
 
 def _bulk(parse, padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, dtype):
@@ -499,14 +550,14 @@ def _cells(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple
     each cell's length."""
     count = -(-max(int(lengths.max(initial=0)), 1) // 8)  # words a cell
     if 8 * count > _CELL_WIDTH:
-        raise _TooLong
+        raise _Decline
     width = np.dtype((np.void, 8 * count))
     window = np.ndarray((len(padded) - 8 * count + 1,), width, padded, 0, (1,))
     cells = window[starts].view(np.uint64).reshape(len(starts), count)
     cells = np.ascontiguousarray(cells.T) if count > 1 else cells.reshape(1, -1)
     shortest = int(lengths.min(initial=0))
     for j in range(shortest // 8, count):  # the words that hold some cell's end
-        cells[j] &= _FIRST_BYTES[np.clip(lengths - 8 * j, 0, 8)]
+        cells[j] &= _WORD_MASKS[j][lengths]
     return cells, lengths
 
 
@@ -526,7 +577,7 @@ def _distinct(padded: np.ndarray, starts: np.ndarray, lengths: np.ndarray, clean
     index: dict[str, int] = {}
     code = np.array([index.setdefault(clean(u.decode()), len(index)) for u in uniq], np.int64)
     names = list(index)
-    return np.repeat(code[inverse.ravel()], np.diff(np.r_[heads, n])), names
+    return np.repeat(code[inverse.ravel()], np.append(heads[1:], n) - heads), names
 
 
 def _read_rows(reader, cols, clock, default_meter_id: str, default_category: str) -> dict:

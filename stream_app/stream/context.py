@@ -12,6 +12,7 @@ this object; a test builds one with in-memory channels as outputs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -106,20 +107,23 @@ class WorkerContext:
 
     async def refuse_beyond_cap(self, items: list, batch: list, states: dict) -> tuple[list, list]:
         """The readings of new meters (no state in `states`) beyond MW_MAX_METERS go to the
-        dead-letter topic as `meter_cap`; returns the items and readings that stay."""
+        dead-letter topic as `meter_cap`, acknowledged by the broker before the batch goes on
+        (as apply's own dead letters); returns the items and readings that stay."""
         new = dict.fromkeys(r.meter_id for r in batch if states.get(r.meter_id) is None)
         refused = self.retention.admit(new)  # in the order they came
         if not refused:
             return items, batch
-        kept_items, kept = [], []
+        kept_items, kept, sent = [], [], []
         for item, reading in zip(items, batch, strict=True):
             if reading.meter_id in refused:
-                await self.dead_letter(item.original, "meter_cap", item.source,
-                                       detail=f"{reading.meter_id}: a new meter beyond "
-                                              f"MW_MAX_METERS={self.worker.max_meters}")
+                sent.append(await self.dead_letter(
+                    item.original, "meter_cap", item.source,
+                    detail=f"{reading.meter_id}: a new meter beyond "
+                           f"MW_MAX_METERS={self.worker.max_meters}"))
             else:
                 kept_items.append(item)
                 kept.append(reading)
+        await asyncio.gather(*sent)
         return kept_items, kept
 
     async def send_silence(self, meter: str, event: SilenceEvent | GroupEvent) -> None:

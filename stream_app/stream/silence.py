@@ -15,7 +15,7 @@ them come within the same window, so made-up sites cannot bring back one alert p
 either. A grouped meter that reports again leaves its episode; the episode is resolved when
 none of its meters is silent any more. Between open and resolved an `update` goes out whenever
 the number silent has doubled or halved since the last message, so a site of 20,000 meters
-costs about 30 messages, not 20,000. Each silence is in exactly one alert: its meter's own or
+costs a few dozen messages at most, not 20,000. Each silence is in exactly one alert: its meter's own or
 its group's (which counts them and names the first SAMPLE_SIZE by id).
 
 Expiry: a silent meter whose last reading is more than `ttl_s` behind stream time (the newest

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from stream_app.core.alerts import AlertTracker, Detection
-from stream_app.core.evidence import FAULT_KINDS
 from stream_app.core.offline import score_series
 from stream_app.core.scoring import Detector
 
@@ -38,25 +37,13 @@ def expected_messages(bundle, series_list) -> set[tuple[str, str, str]]:
             flagged = bool(result.flagged[i])
             det = None
             if flagged:
-                zscore, threshold = _measure(scores, k)
+                zscore, threshold = scores.measure(k)  # as the alert states them
                 det = Detection(s.category, int(result.window[i]), "", zscore, threshold,
                                 float(result.score[i]), kind=result.kind[i])
             alert = tracker.observe(s.meter_id, int(s.timestamps[i]) * 1000, flagged, det)
             if alert is not None:
                 out.add((alert.alert_id, alert.status, alert.last_seen))
     return out
-
-
-def _measure(scores, k: int) -> tuple[float, float]:
-    """The z and limit an alert states, so its severity band: those of the branch that flagged
-    the reading (the profile's spread, a fault rule's measure, else the forest's z), z rounded
-    to 4 places as in the alert message."""
-    branch, evidence = scores.branch[k], scores.evidence
-    if branch == "profile":
-        return round(float(evidence.profile_score[k]), 4), float(evidence.profile_limit[k])
-    if branch in FAULT_KINDS:
-        return round(float(evidence.fault_score[k]), 4), float(evidence.fault_limit[k])
-    return round(float(scores.z[k]), 4), float(scores.limit[k])
 
 
 class _Recording:

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 from reference.json_schema import schema_errors
-from test_agents import T0, Worker, internal_message, readings_of
+from test_agents import INPUT, T0, Worker, internal_message, readings_of
 
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import encode_reading
@@ -140,6 +140,9 @@ def test_new_meters_beyond_the_cap_are_dead_lettered_never_dropped(bundle, tmp_p
     assert refused == {"m-5", "m-6", "m-7"} and len(letters) == 6
     assert {letter.reason for letter in letters} == {"meter_cap"}
     assert all("MW_MAX_METERS=5" in letter.detail for letter in letters)
+    # the reading as it came, before the hop: its input topic and offset
+    assert {letter.topic for letter in letters} == {INPUT}
+    assert sorted(letter.offset for letter in letters) == list(range(10, 16))
     assert w.metric('meterwatch_readings_invalid_total{reason="meter_cap"}') == 6
     assert capped == 1
     # every reading accounted: 10 outcomes + 6 dead letters of the first 16, then 2 more outcomes
