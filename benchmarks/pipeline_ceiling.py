@@ -8,8 +8,10 @@ Detector with one ONNX thread (and one Numba thread), the same rows are scored t
 
 - ceiling: only the ONNX calls score_batch makes, one `reconstruct` per (model, window size);
 - full: `Detector.score_batch` (inference + DTW + Isolation Forest + z-score limits), with the
-  rows' raw readings and time as a meter the bundle has a profile for, so the evidence
-  (time-of-week profile branch and data-fault rules, stream_app.core.evidence) is scored too.
+  rows' raw readings and time as a meter the bundle has a profile for, and that meter's
+  calibration (stream_app.core.calibration, fresh each pass, learning as the worker's does), so
+  the evidence (time-of-week, jump and data-fault branches, stream_app.core.evidence) and the
+  per-meter decision are scored too.
 
 Rows are the trailing windows (max window) ending at each reading of a simulated metal-profile
 meter, normalised with the bundle's default normalisation: 2048 rows (--quick: 1024), scored in
@@ -17,14 +19,15 @@ batches of B = 32, 128, 256 and 512. Each figure is the best of several passes o
 ceiling and full passes alternating so both see the same load. To say what limits the ratio, the
 full pass's time is split into inference and DTW (the Detector's own timings), the forest
 (`forest.score` timed alone on the same features), the evidence (`assess` timed alone on the
-same rows) and the rest. The table is appended, with a
-date header, to docs/BENCHMARKS.md unless --no-write. The last line printed is
+same rows, static profiles) and the rest (the per-meter decision and learning among it). The
+table is appended, with a date header, to docs/BENCHMARKS.md unless --no-write. The last line printed is
 `pipeline_fraction_of_inference_ceiling: <full rows/s / ceiling rows/s at B=256>`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numba
@@ -32,6 +35,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.report import arguments, header, machine, publish
+from stream_app.core.calibration import MeterCalibration
 from stream_app.core.evidence import assess
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.scoring import Detector, RowContext, forest_features
@@ -76,10 +80,15 @@ def _measure(det: Detector, rows: np.ndarray, cats: list[str], context: RowConte
 
     stages = {}
 
+    limits = det.bundle.limits
+    mean, std = limits.category_stats.get(cats[0], (limits.score_mean, limits.score_std))
+
     def full():
         spent = {"inference": 0.0, "dtw": 0.0, "forest": 0.0, "evidence": 0.0}
+        cal = MeterCalibration.from_bundle(det.bundle.profile_for(context.meter_ids[0]), mean,
+                                           std, int(context.interval_s))
         for windows, c, ctx in chunks:
-            scores = det.score_batch(windows, c, ctx)
+            scores = det.score_batch(windows, c, replace(ctx, calibrations=[cal] * len(c)))
             spent["inference"] += det.timings["inference"]
             spent["dtw"] += det.timings["dtw"]
             feats = forest_features(det.features(scores.errors), median)

@@ -5,7 +5,8 @@ seen. Every scored meter therefore carries a MeterCalibration beside its history
 offline (`meterwatch score`) and in the worker's table (`to_bytes` / `from_bytes`):
 
 - a meter the bundle knows (origin "bundle") starts from the bundle's MeterProfile, and its
-  forest z-score is taken against the bundle's normal scores of its category;
+  forest scores from the bundle's normal scores of its category (a normal distribution with
+  PRIOR_DAYS' weight), then learns its own as below;
 - a meter the bundle has never seen (origin "warmup") is calibrated at the end of its warm-up,
   on the readings its normaliser is fitted on (stream_app.core.meter_window; 2 days at 15 min,
   8 days hourly). Its time-of-week profile is fitted on them. Its energy-ratio spread is
@@ -28,13 +29,16 @@ offline (`meterwatch score`) and in the worker's table (`to_bytes` / `from_bytes
 
 Tails: the t of a score histogram is the larger of an exponential tail fitted above its 90th
 percentile (peaks over threshold: t = q90 + mean excess * ln(0.1 / p); for the jump and ratio
-scores in log(1 + |z|), a Pareto tail, which real meters' jumps have) and its empirical
-(1 - p) quantile where at least EMPIRICAL_READINGS readings lie above that: the first
-extrapolates, the second holds once weeks of readings show a meter's recurring highs (every
-Monday morning after an idle weekend) and ignores a single anomaly. The
-histograms learn from all readings, the highest in their top bin, and forget with a memory of
-MEMORY_DAYS; learning a tail from unflagged readings alone would shrink it day after day, since
-each day's highest normal values are the ones flagged.
+scores, exponential in the score or in log(1 + score), a Pareto tail, whichever meets the
+histogram's own 99th percentile: the steel plant's jumps have a Pareto tail, the simulator's
+an exponential one) and its empirical (1 - p) quantile where at least EMPIRICAL_READINGS
+readings lie above that: the first extrapolates, the second holds once weeks of readings show
+a meter's recurring highs (every Monday morning after an idle weekend) and ignores a few
+anomalies. The histograms learn from all readings, the highest in their top bin, and forget
+with a memory of MEMORY_DAYS; learning a tail from unflagged readings alone would shrink it day
+after day, since each day's highest normal values are the ones flagged. The jump branch gets
+JUMP_SHARE of the forest's budget (a spike is also the forest's, through its recent-readings
+error).
 
 Online, at the first reading of each new UTC day, the day before is folded in:
 
@@ -48,8 +52,8 @@ Online, at the first reading of each new UTC day, the day before is folded in:
   lowest and highest; a mature hour's band moves with its median. An hour first learned while
   it was not known (nothing could judge its readings) is provisional: its next day learns from
   all its readings, so an anomaly on a meter's first Saturday does not make every later
-  Saturday alert. An hour first seen while known (it
-  expected the same hour of its kind of day) learns from its unflagged readings only.
+  Saturday alert. An hour first seen while known (it expected the same hour of its kind of
+  day) learns from its unflagged readings only.
 - a warm-up meter's energy-ratio centre and spread and its level learn from all its readings
   (winsorised at WINSOR spreads) during its first CALIBRATION_DAYS, then stay.
 - the largest normal reading grows with unflagged readings, and by FLAGGED_SHARE of the way to
@@ -61,10 +65,12 @@ Online, at the first reading of each new UTC day, the day before is folded in:
 Folding at day boundaries makes the flags independent of how readings are batched: a reading is
 judged with the calibration as it stood at the start of its UTC day.
 
-State size: the profile's three statistics as float16 relative to the largest normal reading
-(rounded so at every fold: the bytes hold exactly what is in memory), one byte per hour of the
-week for how often it was seen, bits for known and provisional, two float16 histograms of 64
-bins and the day's accumulators: about 2.1 KB, 2.8 KB as base64 in the worker's JSON state.
+State size: the profile's three statistics and the typical jumps as float16 relative to the
+largest normal reading (rounded so at every fold: the bytes hold exactly what is in memory),
+one byte per hour of the week for how often it was seen, bits for known and provisional, three
+float16 histograms (64 and 2 x 48 bins), an unseen meter's error scale (float16) and the day's
+accumulators: about 2.3 KB, 2.9 KB as base85 text in the worker's JSON state; the whole meter
+state with its history is about 3.9 KB.
 """
 
 from __future__ import annotations
@@ -101,13 +107,14 @@ PRIOR_DAYS = 7  # a trained meter's forest histogram starts as this many days of
 JUMP_RATE = 0.1  # per day: an hour of the day's typical jump follows change at most this fast
 JUMP_MIN_DAYS = 2  # the jump branch judges once its histogram holds two days of readings
 JUMP_MIN_LIMIT = 4.0  # and never nearer than four typical jumps
+JUMP_SHARE = 0.5  # of the forest's budget: spikes are also the forest's (its recent-readings error)
 WINSOR = 6.0  # spreads: how far one reading may pull the ratio statistics in calibration
 DEFAULT_RATIO_SCALE = 0.15  # no two warm-up days of one kind: a 15 % energy spread to start
 STUCK_HOUR_S = 3600  # a warm-up meter's allowed flat run: at least an hour, and twice its own
 SEEN_CAP = 255
 RUN_READINGS = 2  # a run of forest flags on normal data is about two readings long
 TAIL_SHARE = 0.1  # the exponential tail is fitted above the 90th percentile
-EMPIRICAL_READINGS = 8  # the empirical quantile counts once this many readings are above it
+EMPIRICAL_READINGS = 12  # the empirical quantile counts once this many readings are above it
 # (a recurring high, every Monday morning, is; one anomaly is not)
 BINS = 64  # the forest-score histogram: edges in the warm-up's score spreads, -4 to 12
 FOREST_EDGES = np.linspace(-4.0, 12.0, BINS + 1)
@@ -134,23 +141,37 @@ def tail_top(counts: np.ndarray, edges: np.ndarray, p: float, log: bool = False
              ) -> tuple[float, float]:
     """(mean, t) of a histogram: t is exceeded with probability about p (see the module's
     docstring: the larger of an exponential tail above q90 and the empirical quantile). With
-    `log`, the tail is exponential in log(1 + x) (a Pareto tail: the jumps and energy ratios
-    of real meters have one). While the histogram holds fewer than 1 / p readings, t is taken
-    at p * (readings * p): a tail guessed from few readings asks for more."""
+    `log`, the tail may also be exponential in log(1 + x), a Pareto tail (the jumps of real
+    meters have one): of the two, the one whose 99th percentile is nearer the histogram's own
+    is used, the Pareto one while too few readings show it. While the histogram holds fewer
+    than 1 / p readings, t is taken at p * (readings * p): a tail guessed from few readings
+    asks for more."""
     counts = np.asarray(counts, np.float64)
     total = counts.sum()
     p = p * min(1.0, total * p)
-    x = np.log1p(edges) if log else np.asarray(edges, np.float64)
-    centers = (x[:-1] + x[1:]) / 2
     mean = float((counts * (edges[:-1] + edges[1:]) / 2).sum() / total)
     above = np.cumsum(counts[::-1])[::-1]  # weight in this bin or higher
     k = int(np.flatnonzero(above >= TAIL_SHARE * total)[-1])
-    q = float(x[k])
-    tail = counts[k:]
-    excess = max(float((tail * (centers[k:] - q)).sum() / max(tail.sum(), 1e-12)),
-                 float(x[k + 1] - x[k]) / 2)
-    exponential = q + excess * np.log(float(above[k] / total) / p)
-    exponential = float(np.expm1(exponential)) if log else exponential
+    share = float(above[k] / total)
+
+    def tail(x: np.ndarray, at: float) -> float:  # x: the bin edges on the tail's scale
+        centers = (x[:-1] + x[1:]) / 2
+        excess = max(float((counts[k:] * (centers[k:] - x[k])).sum() / counts[k:].sum()),
+                     float(x[k + 1] - x[k]) / 2)
+        return float(x[k]) + excess * np.log(share / at)
+
+    exponential = tail(np.asarray(edges, np.float64), p)
+    if log:
+        pareto = float(np.expm1(tail(np.log1p(edges), p)))
+        high = np.flatnonzero(above > max(0.01 * total, EMPIRICAL_READINGS))
+        if len(high) == 0:
+            exponential = pareto
+        else:
+            q99 = float(np.log1p(edges[int(high[-1]) + 1]))
+            lin99 = np.log1p(tail(np.asarray(edges, np.float64), 0.01))
+            par99 = tail(np.log1p(edges), 0.01)
+            if abs(par99 - q99) < abs(lin99 - q99):
+                exponential = pareto
     beyond = np.flatnonzero(above > max(p * total, EMPIRICAL_READINGS))
     empirical = float(edges[int(beyond[-1]) + 1]) if len(beyond) else -np.inf
     return mean, max(exponential, empirical)
@@ -187,6 +208,9 @@ class MeterCalibration:
     profile: MeterProfile | None  # None: the bundle carries no evidence (the ablation)
     seen: np.ndarray  # (168,) uint8: how many days have shown each hour of the week
     provisional: np.ndarray = field(default_factory=lambda: np.zeros(SLOTS, bool))
+    # hours of the week whose expectation rests on readings of that hour or of its kind of day
+    # (evidence.ProfileTable: the others are not judged by the profile branch or dropout rule)
+    known: np.ndarray = field(default_factory=lambda: np.ones(SLOTS, bool))
     forest_mean: float = float("nan")  # the meter's own normal forest score; NaN: the bundle's
     forest_top: float = float("nan")  # t: the score its category's limit stands for
     f_mu0: float = 0.0  # the forest histogram's origin and unit (the warm-up's mean, spread)
@@ -310,7 +334,8 @@ class MeterCalibration:
                 / WEEK_S:
             self.jump_limit = float("inf")
             return
-        self.jump_limit = max(tail_top(self.j_hist, Z_EDGES, self.f_budget, log=True)[1],
+        self.jump_limit = max(tail_top(self.j_hist, Z_EDGES, JUMP_SHARE * self.f_budget,
+                                       log=True)[1],
                               JUMP_MIN_LIMIT)
 
     # ---- the decision's view -------------------------------------------------------------
@@ -459,7 +484,7 @@ class MeterCalibration:
         hours = np.flatnonzero((self.hour_n.astype(np.int64) + self.flag_n) > 0)
         slots = weekday_of(self.day) * 24 + hours
         seen = self.seen[slots].astype(np.float64)
-        known = p.known_mask()[slots]
+        known = self.known[slots]
         n_ok, n_bad = self.hour_n[hours].astype(np.float64), self.flag_n[hours].astype(np.float64)
         # a provisional hour and an hour first seen unjudged learn all their readings, an hour
         # first seen judged only its unflagged ones
@@ -510,8 +535,8 @@ class MeterCalibration:
                 lower[slot] = np.median(p.lower[src])
                 upper[slot] = np.median(p.upper[src])
                 known[d, h] = same.any()
-        self.profile = replace(p, median=median, lower=lower, upper=upper,
-                               known=known.reshape(SLOTS))
+        self.profile = replace(p, median=median, lower=lower, upper=upper)
+        self.known = known.reshape(SLOTS)
 
     def _scale(self) -> float:
         return max(self.profile.max_value, 1e-9) if self.profile is not None else 1.0
@@ -557,7 +582,7 @@ class MeterCalibration:
             scale = max(p.max_value, 1e-9)
             parts += [np.float16(a / scale).astype("<f2").tobytes()
                       for a in (p.median, p.lower, p.upper)]
-            parts.append(np.packbits(p.known_mask()).tobytes())
+            parts.append(np.packbits(self.known).tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -598,20 +623,23 @@ class MeterCalibration:
             feats = int(take("<u2", 1)[0])
             if feats:
                 center, spread = (take("<f2", feats).astype(np.float16) for _ in range(2))
-        profile = None
+        profile, known = None, np.ones(SLOTS, bool)
         if bits & 2:
             scale = max(max_value, 1e-9)
             median, lower, upper = (take("<f2", SLOTS).astype(np.float64) * scale
                                     for _ in range(3))
             known = np.unpackbits(take("u1", SLOTS // 8))[:SLOTS].astype(bool)
-            profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl,
-                                   known)
+            profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl)
         jump_scale = (jump_rel * (max(max_value, 1e-9) if profile is not None else 1.0)).astype(
             np.float32)
-        return cls(origin, profile, seen, provisional, fm, ftop, mu0, sd0, f_hist, r_hist, fb,
-                   rb, days, day, hour_sum, hour_n, flag_sum, flag_n, hour_min, hour_max, dmax,
-                   fmax, rn, rsum, rabs, center, spread, jump_scale, jump_days, j_hist, jump_sum,
-                   jump_n, jump_limit, day_stuck)
+        return cls(
+            origin=origin, profile=profile, seen=seen, provisional=provisional, known=known,
+            forest_mean=fm, forest_top=ftop, f_mu0=mu0, f_sd0=sd0, f_hist=f_hist, r_hist=r_hist,
+            f_budget=fb, r_budget=rb, days=days, day=day, hour_sum=hour_sum, hour_n=hour_n,
+            flag_sum=flag_sum, flag_n=flag_n, hour_min=hour_min, hour_max=hour_max,
+            day_max=dmax, flag_max=fmax, r_n=rn, r_sum=rsum, r_abs=rabs, feat_center=center,
+            feat_scale=spread, jump_scale=jump_scale, jump_days=jump_days, j_hist=j_hist,
+            jump_sum=jump_sum, jump_n=jump_n, jump_limit=jump_limit, day_stuck=day_stuck)
 
     def to_text(self) -> str:
         return base64.b85encode(self.to_bytes()).decode("ascii")

@@ -28,7 +28,6 @@ meter, kWh, ending at the reading scored) and pure numpy. Higher branch score = 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 import numpy as np
 
@@ -76,7 +75,6 @@ def longest_flat_run(values: np.ndarray) -> int:
 class MeterProfile:
     """One meter's normal, learned from its training readings (kWh per reading)."""
 
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("known",)  # kept in state, never in a manifest
     median: np.ndarray  # (168,) per hour of the week
     lower: np.ndarray  # (168,) 5th percentile
     upper: np.ndarray  # (168,) 95th percentile
@@ -87,9 +85,6 @@ class MeterProfile:
     ratio_scale: float = 1.0  # and its robust spread
     ratio_limit: float = 0.0  # the meter's own limit for the branch (a meter of irregular
     # weeks needs a wider one); the bundle's limit applies where it is higher
-    known: np.ndarray | None = None  # (168,) bool: hours of the week whose expectation rests on
-    # readings of that hour or of the same kind of day (None: all); the branch and the dropout
-    # rule do not judge an hour that is not known (stream_app.core.calibration)
 
     @classmethod
     def fit(cls, values: np.ndarray, ts_s: np.ndarray, good: np.ndarray | None = None
@@ -151,9 +146,6 @@ class MeterProfile:
         return cls(*arrays, float(d["level"]), float(d["max_value"]), int(d["max_run"]),
                    float(d["ratio_center"]), float(d["ratio_scale"]), float(d["ratio_limit"]))
 
-    def known_mask(self) -> np.ndarray:
-        return np.ones(SLOTS, bool) if self.known is None else np.asarray(self.known, bool)
-
     def band(self, ts_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(median, lower, upper) at each timestamp's hour of the week."""
         slot = hour_of_week(ts_s)
@@ -168,9 +160,14 @@ def log_ratio(actual_sum, expected_sum, level, span: int):
 
 
 class ProfileTable:
-    """A bundle's meter profiles as stacked arrays, so that a batch is assessed at once."""
+    """A bundle's meter profiles as stacked arrays, so that a batch is assessed at once.
 
-    def __init__(self, profiles: dict[str, MeterProfile]):
+    `known`, per profile, marks the hours of the week whose expectation rests on readings of
+    that hour or of the same kind of day (stream_app.core.calibration); the profile branch and
+    the dropout rule do not judge an hour that is not known. Without it every hour is."""
+
+    def __init__(self, profiles: dict[str, MeterProfile],
+                 known: dict[str, np.ndarray] | None = None):
         self.profiles = dict(profiles)
         self.index = {meter: k for k, meter in enumerate(self.profiles)}
         rows = list(self.profiles.values())
@@ -180,8 +177,9 @@ class ProfileTable:
             return out.reshape(len(rows), width) if width > 1 else out.reshape(len(rows))
 
         self.median, self.lower = stack("median", SLOTS), stack("lower", SLOTS)
-        self.known = np.asarray([p.known_mask() for p in rows], dtype=bool).reshape(
-            len(rows), SLOTS)
+        known = known or {}
+        self.known = np.asarray([known.get(k, np.ones(SLOTS, bool)) for k in self.profiles],
+                                dtype=bool).reshape(len(rows), SLOTS)
         self.level, self.max_value, self.max_run = (stack(n) for n in
                                                     ("level", "max_value", "max_run"))
         self.ratio_center, self.ratio_scale, self.ratio_limit = (

@@ -393,7 +393,7 @@ def _parse_object(cls: type, node: Any, where: str, depth: int) -> Any:
     unknown = [k for k in node if k not in hints]
     if unknown:
         raise BundleError(f"manifest has unknown field '{_join(where, unknown[0])}'")
-    # a codec class's runtime-only fields (e.g. a profile's known hours) are not in the manifest
+    # a codec class's runtime-only fields (its RUNTIME_FIELDS, if any) are not in the manifest
     optional = set(getattr(cls, "RUNTIME_FIELDS", ()))
     missing = [name for name in hints if name not in node and name not in optional]
     if missing:

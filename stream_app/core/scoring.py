@@ -266,7 +266,7 @@ class Detector:
         ev, profiles = None, ()
         fault, profile_flag = [""] * n, np.zeros(n, dtype=bool)
         if context is not None and context.calibrations is not None:
-            ev, profiles = self._decide(score, z, limit, forest_flag, categories, context)
+            ev, profiles = self._decide(score, z, limit, forest_flag, context)
             fault, profile_flag = ev.fault, ev.profile_flag
         elif context is not None:
             ev = assess(context.values, context.end_ts_s, context.interval_s,
@@ -283,75 +283,80 @@ class Detector:
         return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, branch, ev,
                            profiles)
 
-    def _decide(self, score, z, limit, forest_flag, categories, context: RowContext):
+    def _decide(self, score, z, limit, forest_flag, context: RowContext):
         """Steps 5-6 with the rows' calibrations, in waves (see the module's docstring); fills
-        z and forest_flag in place for meters judged by their own scores."""
+        z and forest_flag in place for meters judged by their own scores. Returns the evidence
+        and the profile each row was judged with."""
         n = len(score)
-        cals = context.calibrations
         ts = np.asarray(context.end_ts_s, dtype=np.int64)
         intervals = np.broadcast_to(np.asarray(context.interval_s, dtype=np.int64), (n,))
         values = np.asarray(context.values, dtype=np.float64)
         owners: dict[int, tuple[MeterCalibration, list[int]]] = {}
-        for i, cal in enumerate(cals):
+        for i, cal in enumerate(context.calibrations):
             owners.setdefault(id(cal), (cal, []))[1].append(i)
         chunks = []  # per meter: its rows split by UTC day
         for cal, rows in owners.values():
             r = np.asarray(rows)
-            cut = np.flatnonzero(np.diff(ts[r] // DAY_S)) + 1
-            chunks.append([(cal, part) for part in np.split(r, cut)])
+            chunks.append([(cal, part) for part in
+                           np.split(r, np.flatnonzero(np.diff(ts[r] // DAY_S)) + 1)])
         ev = Evidence.empty(n)
         profiles: list = [None] * n
-        for wave in zip_longest(*chunks):
+        for wave in zip_longest(*chunks):  # every meter's next day of rows
             wave = [c for c in wave if c is not None]
-            for cal, rows in wave:
-                cal.start_day(int(ts[rows[0]] // DAY_S))
-            rows = np.concatenate([r for _, r in wave])
             for cal, part in wave:
+                cal.start_day(int(ts[part[0]] // DAY_S))
                 if cal.own_forest:
                     z[part] = cal.forest_z(score[part], limit[part])
                     forest_flag[part] = z[part] > limit[part]
-            judged = [(k, cal) for k, (cal, _) in enumerate(wave) if cal.profile is not None]
-            flags = forest_flag[rows].copy()
-            if judged:
-                table = ProfileTable({k: cal.profile for k, cal in judged})
-                where = {k: j for j, (k, _) in enumerate(judged)}
-                owner = np.concatenate([np.full(len(r), where.get(k, -1))
-                                        for k, (_, r) in enumerate(wave)])
-                part_ev = assess(values[rows], ts[rows], intervals[rows], table, None,
-                                 self.profile_limit, owner)
-                ev.put(rows, part_ev)
-                flags |= part_ev.profile_flag | np.asarray([f != "" for f in part_ev.fault])
-                hour = (ts[rows] % DAY_S) // 3600
-                back = np.arange(JUMP_BASE, -1, -1, dtype=np.int64)
-                slots = hour_of_week(ts[rows, None] - back * intervals[rows, None])
-                expected = table.median[np.maximum(owner, 0)[:, None], slots]
-                known = table.known[np.maximum(owner, 0)[:, None], slots].all(axis=1)
-                scale, level = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
-                limits = np.full(len(rows), np.inf)
-                at = 0
-                for cal, part in wave:
-                    k = slice(at, at + len(part))
-                    if cal.profile is not None:
-                        scale[k], level[k] = cal.jump_scale[hour[k]], cal.profile.level
-                        limits[k] = cal.jump_limit
-                    at += len(part)
-                base, size = jumps(values[rows], expected, level)
-                size = np.where(known, size, np.nan)  # an hour not known yet is not judged
-                jz = jump_score(size, scale)
-                ev.jump_size[rows] = size
-                ev.jump_score[rows], ev.jump_limit[rows], ev.jump_base[rows] = jz, limits, base
-                flags |= np.nan_to_num(jz, nan=0.0) > limits
-            at = 0
-            for cal, part in wave:
                 for r in part.tolist():
                     profiles[r] = cal.profile
-                k = slice(at, at + len(part))
+            rows = np.concatenate([part for _, part in wave])
+            flags = forest_flag[rows].copy()
+            if any(cal.profile is not None for cal, _ in wave):
+                flags |= self._evidence(wave, rows, values, ts, intervals, ev)
+            at = 0
+            for cal, part in wave:
                 stuck = np.asarray([ev.fault[r] == "stuck" for r in part.tolist()])
-                cal.observe(values[part, -1], ts[part], flags[k], score[part], ev.ratio[part],
-                            ev.jump_size[part], ev.jump_score[part],
+                cal.observe(values[part, -1], ts[part], flags[at:at + len(part)], score[part],
+                            ev.ratio[part], ev.jump_size[part], ev.jump_score[part],
                             ev.fault_score[part][stuck] if stuck.any() else None)
                 at += len(part)
         return ev, tuple(profiles)
+
+    def _evidence(self, wave, rows, values, ts, intervals, ev: Evidence) -> np.ndarray:
+        """The time-of-week, fault and jump evidence of one wave's rows, with each meter's
+        profile as it stands; written into `ev`, the rows' evidence flags returned."""
+        judged = [(k, cal) for k, (cal, _) in enumerate(wave) if cal.profile is not None]
+        table = ProfileTable({k: cal.profile for k, cal in judged},
+                             {k: cal.known for k, cal in judged})
+        where = {k: j for j, (k, _) in enumerate(judged)}
+        owner = np.concatenate([np.full(len(part), where.get(k, -1))
+                                for k, (_, part) in enumerate(wave)])
+        part_ev = assess(values[rows], ts[rows], intervals[rows], table, None,
+                         self.profile_limit, owner)
+        ev.put(rows, part_ev)
+        flags = part_ev.profile_flag | np.asarray([f != "" for f in part_ev.fault])
+        # the jump: the newest reading against the ones before it, followed along the profile
+        back = np.arange(JUMP_BASE, -1, -1, dtype=np.int64)
+        slots = hour_of_week(ts[rows, None] - back * intervals[rows, None])
+        p = np.maximum(owner, 0)[:, None]
+        expected, known = table.median[p, slots], table.known[p, slots].all(axis=1)
+        hour = (ts[rows] % DAY_S) // 3600
+        scale, level = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+        limits = np.full(len(rows), np.inf)
+        at = 0
+        for cal, part in wave:
+            k = slice(at, at + len(part))
+            if cal.profile is not None:
+                scale[k], level[k] = cal.jump_scale[hour[k]], cal.profile.level
+                limits[k] = cal.jump_limit
+            at += len(part)
+        anchor, size = jumps(values[rows], expected, level)
+        size = np.where(known, size, np.nan)  # an hour not known yet is not judged
+        jz = jump_score(size, scale)
+        ev.jump_size[rows], ev.jump_score[rows] = size, jz
+        ev.jump_limit[rows], ev.jump_base[rows] = limits, anchor
+        return flags | (np.nan_to_num(jz, nan=0.0) > limits)
 
     def feature_source(self, feature_index: int) -> tuple[str, int, bool]:
         """(model, window, recent?) of a forest feature."""

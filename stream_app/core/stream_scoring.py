@@ -9,7 +9,7 @@ around it: load states from the table, process, write states, send.
 State per meter (a Faust table value, JSON): {"h": history, "a": alert lifecycle, "c": category,
 "iv": interval, "o": applied offsets, "k": calibration, "kb": the bundle version it was made
 with}. The category travels with the meter; a reading with another category switches it (meters
-get re-classified), which is recorded in the state. The calibration (base64 of
+get re-classified), which is recorded in the state. The calibration (base85 text of
 MeterCalibration.to_bytes, versioned) is the meter's own normal; after a hot reload to another
 bundle a meter the bundle did not train on keeps its learned profile, and its forest scores are
 judged by the new bundle's statistics (the old bundle's scores do not describe the new one's).

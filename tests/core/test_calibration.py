@@ -68,14 +68,14 @@ def test_the_tail_of_a_normal_sample_is_near_its_quantile_and_wider_when_few():
 def test_an_unseen_meter_learns_its_week_from_the_warmup_on():
     values, ts = factory(2)  # Monday and Tuesday
     cal = MeterCalibration.from_warmup(values, ts, INTERVAL, None, 1e-3)
-    known = cal.profile.known_mask().reshape(7, 24)
+    known = cal.known.reshape(7, 24)
     assert known[:5].all() and not known[5:].any()  # weekdays from their kind, not Saturday
     wednesday_10 = 2 * 24 + 10
     assert 90 < cal.profile.median[wednesday_10] < 110  # expected like Monday and Tuesday
     more, more_ts = factory(7, seed=1, start=MONDAY + 2 * DAY_S)  # Wednesday to Tuesday
     learn(cal, more, more_ts)
     cal.start_day(int(more_ts[-1] // DAY_S) + 1)
-    assert cal.profile.known_mask().all()
+    assert cal.known.all()
     assert cal.profile.median[5 * 24 + 10] < 6  # Saturday 10:00 idles
 
 
@@ -111,7 +111,7 @@ def test_the_bytes_hold_exactly_what_is_in_memory():
         np.testing.assert_array_equal(getattr(again.profile, name), getattr(cal.profile, name))
     np.testing.assert_array_equal(again.hour_sum, cal.hour_sum)
     np.testing.assert_array_equal(again.jump_scale, cal.jump_scale)
-    assert again.forest_top == cal.forest_top and again.profile.known_mask().sum() < SLOTS
+    assert again.forest_top == cal.forest_top and again.known.sum() < SLOTS
     with pytest.raises(ValueError):
         MeterCalibration.from_bytes(b"\x09" + cal.to_bytes()[1:])
 
