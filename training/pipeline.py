@@ -71,6 +71,7 @@ MIN_BASE_LIMIT = 1.5
 RECENT_READINGS = 4  # the error of a window's newest readings: where a short anomaly is
 PROFILE_MIN_LIMIT = 4.0  # the time-of-week branch never flags nearer than 4 spreads
 PROFILE_MAX_LIMIT = 8.0  # nor needs more than 8 (validation may hold real anomalies)
+MIN_HISTORY_DAYS = 14  # one meter's readings a bundle needs; shorter meters train beside it
 
 
 @dataclass
@@ -98,9 +99,22 @@ class _Meter:
     values: np.ndarray  # normalised readings, float32
     good: np.ndarray  # bool per reading: False where labelled anomalous
     split: int  # readings before this index train, from it validate
+    segment: np.ndarray  # int64 per reading: which run of consecutive readings it is in
+
+    def longest_run(self, part: str) -> int:
+        """The longest run of consecutive readings in the train or validation part."""
+        lo, hi = (0, self.split) if part == "train" else (self.split, len(self.values))
+        if hi <= lo:
+            return 0
+        return int(np.unique(self.segment[lo:hi], return_counts=True)[1].max())
+
+    def window_cap(self) -> int:
+        """The largest window this meter trains: two windows' worth of consecutive readings
+        in its train part and in its validation part."""
+        return min(self.longest_run("train"), self.longest_run("val")) // 2
 
 
-def _prepare(series: list[MeterSeries], max_window: int) -> list[_Meter]:
+def _prepare(series: list[MeterSeries]) -> list[_Meter]:
     meters = []
     for s in series:
         normaliser = Normaliser.fit(s.values)
@@ -108,19 +122,43 @@ def _prepare(series: list[MeterSeries], max_window: int) -> list[_Meter]:
         if s.labels is not None:
             good = ~s.labels.astype(bool)
         split = int(len(s.values) * (1 - VALIDATION_SHARE))
-        if split < max_window * 2 or len(s.values) - split < max_window * 2:
-            raise InputError(
-                f"meter {s.meter_id}: {len(s.values)} readings are too few for window "
-                f"{max_window} (need at least {max_window * 10})"
-            )
-        meters.append(_Meter(s, normaliser, normaliser.apply(s.values), good, split))
+        segment = np.zeros(len(s.values), dtype=np.int64)
+        segment[s.segment_starts()[1:]] = 1
+        meters.append(_Meter(s, normaliser, normaliser.apply(s.values), good, split,
+                             np.cumsum(segment)))
     return meters
+
+
+def _check_history(meters: list[_Meter], max_window: int, cap: int) -> None:
+    """One line when the data cannot train: less than MIN_HISTORY_DAYS of readings in every
+    meter, or no meter with room for the largest window."""
+    longest = max(meters, key=lambda m: len(m.values))
+    interval = int(longest.series.interval_s)
+    need = -(-MIN_HISTORY_DAYS * 86_400 // interval)
+    who = f"meter {longest.series.meter_id}" if len(meters) == 1 else (
+        f"the longest meter, {longest.series.meter_id},")
+    if len(longest.values) < need:
+        raise InputError(
+            f"{who} has {len(longest.values):,} readings ({_days(len(longest.values), interval)} "
+            f"at {interval} s): too few to train on; a bundle needs at least {need:,} readings "
+            f"({MIN_HISTORY_DAYS} days) of one meter (meters with less train alongside it in one "
+            "file)")
+    if max_window > cap:
+        raise InputError(
+            f"window {max_window} needs {2 * max_window:,} consecutive readings (no gap) in the "
+            f"first {1 - VALIDATION_SHARE:.0%} and in the last {VALIDATION_SHARE:.0%} of one "
+            f"meter, {10 * max_window:,} readings ({_days(10 * max_window, interval)}) at least: "
+            f"too few here, the data allows windows up to {cap}; choose smaller --windows")
+
+
+def _days(readings: int, interval: int) -> str:
+    return f"{readings * interval / 86_400:.1f} days"
 
 
 def _windows(meters: list[_Meter], size: int, part: str, hop: int,
              owners: list | None = None) -> np.ndarray:
-    """Normal windows of one size from the train or validation part of every meter.
-    `owners`, when given, receives the index of the meter of every window."""
+    """Normal windows of one size from the train or validation part of every meter, none
+    across a gap. `owners`, when given, receives the index of the meter of every window."""
     out = []
     for k, m in enumerate(meters):
         lo, hi = (0, m.split) if part == "train" else (m.split, len(m.values))
@@ -128,15 +166,27 @@ def _windows(meters: list[_Meter], size: int, part: str, hop: int,
             continue
         win = sliding_windows(m.values[lo:hi], size, hop)
         ok = sliding_windows(m.good[lo:hi].astype(np.float32), size, hop).min(axis=1) > 0
+        seg = sliding_windows(m.segment[lo:hi].astype(np.float64), size, hop)
+        ok &= seg[:, 0] == seg[:, -1]  # one segment: no gap inside
         out.append(win[ok])
         if owners is not None:
             owners.extend([k] * int(ok.sum()))
     return np.concatenate(out).astype(np.float32)
 
 
-def _choose_windows(series: list[MeterSeries]) -> tuple[int, ...]:
-    longest = max(series, key=lambda s: len(s.values))
-    return tuple(dominant_periods(longest.values, interval_s=longest.interval_s))
+def _choose_windows(meters: list[_Meter], cap: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(window sizes, the FFT's own periods): the dominant periods of the longest meter,
+    capped at what the data trains (`cap`). Its gaps are bridged by straight lines for this
+    alone: the periods of a meter with a gap every day and a half are still a day's."""
+    s = max(meters, key=lambda m: len(m.values)).series
+    interval = s.interval_s
+    grid = np.arange(s.timestamps[0], s.timestamps[-1] + 1, interval)
+    values = s.values if len(grid) == len(s) else np.interp(grid, s.timestamps, s.values)
+    found = tuple(dominant_periods(values, interval_s=interval))
+    if max(found) <= cap:
+        return found, found
+    capped = tuple(dominant_periods(values, interval_s=interval, max_period=cap))
+    return tuple(sorted({min(w, cap) for w in capped}, reverse=True)), found
 
 
 def _limit_rows(rows: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
@@ -175,6 +225,8 @@ def _evidence(meters: list[_Meter], recent: int) -> dict:
             continue
         z = profile.ratio_z(s.values[m.split:], s.timestamps[m.split:], span)
         normal = np.convolve(m.good[m.split:], np.ones(span), "valid") >= span
+        seg = m.segment[m.split:]
+        normal &= seg[span - 1:] == seg[:len(seg) - span + 1]  # no gap inside
         scores.append(z[normal])
         quantiles.append(budget_quantile(s.interval_s))
     limit = PROFILE_MIN_LIMIT
@@ -196,10 +248,18 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     for stale in out.iterdir():
         if stale.is_file():
             stale.unlink()
-    sizes = tuple(sorted(options.window_sizes or _choose_windows(series), reverse=True))
+    meters = _prepare(series)
+    cap = max(m.window_cap() for m in meters)
+    fft_periods: tuple[int, ...] | None = None
+    if options.window_sizes:
+        sizes = tuple(sorted(options.window_sizes, reverse=True))
+    else:
+        _check_history(meters, 0, cap)
+        chosen, fft_periods = _choose_windows(meters, cap)
+        sizes = tuple(sorted(chosen, reverse=True))
     max_w = max(sizes)
+    _check_history(meters, max_w, cap)
     recent = min(options.recent_readings, min(sizes))  # a window's newest readings, at most all
-    meters = _prepare(series, max_w)
     files: dict[str, FileEntry] = {}  # sha256 and bytes: filled in by write_manifest
     models: dict[tuple[str, int], object] = {}
     history: dict[str, dict] = {}
@@ -329,6 +389,10 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
             metrics={
                 "history": history,
                 "feature_rows": {"train": len(train_rows), "validation": len(val_rows)},
+                "windows": {"chosen_by": "given" if fft_periods is None else "fft",
+                            "fft_periods": list(fft_periods or ()), "cap": cap,
+                            "segments": {m.series.meter_id: int(m.segment[-1]) + 1
+                                         for m in meters}},
                 "validation_flag_rate": {
                     c: float((z_val[val_category == c] > lim).mean())
                     for c, lim in limits.items() if (val_category == c).any()},

@@ -19,7 +19,9 @@ reported. The rules (docs/DATA_IN.md says them to users):
   file wins), `mean`, `sum` (labels: 1 if any is 1), or `error`. An empty value in a slot that
   has a value is dropped.
 - Empty values and absent slots: runs of up to `max_gap` are linearly interpolated (absent
-  slots get label 0), longer ones are an InputError; empty ends are dropped.
+  slots get label 0); a longer run is a gap: its slots are left out, so the series has a
+  step longer than its interval there and is read as segments (`segment_starts`: no window
+  spans a gap, scoring starts again once the windows after it are full). Empty ends are dropped.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None 
     notes = [""] * len(ts)
     slots, slot_values, slot_labels, rep = _resolve_slots(
         meter, slot, on, ts, values, labels, lines, duplicates, notes, repairs, aggregate)
-    _check_span(meter, slots, slot_values, lines[rep], phase, interval, max_gap)
+    _check_span(meter, slots, lines[rep], interval)
     pos = slots - slots[0]
     n = int(pos[-1]) + 1
     grid_values = np.full(n, np.nan)
@@ -170,16 +172,21 @@ def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None 
     grid_lines[pos] = lines[rep]
     grid = phase + interval * (slots[0] + np.arange(n, dtype=np.int64))
     lo, hi = _fill_missing(meter, grid, grid_values, grid_lines, max_gap, repairs)
-    if hi - lo < 2:
+    present = np.zeros(n, dtype=bool)
+    present[lo:hi] = ~np.isnan(grid_values[lo:hi])  # what is left missing is a long gap
+    if np.count_nonzero(present) < 2:
         raise InputError(f"meter {meter!r} has 1 reading with a value; need at least 2 to know "
                          "its interval", row=int(grid_lines[lo]))
+    new_pos = np.cumsum(present) - 1  # grid slot -> position in the series
     index = np.full(len(ts), -1, dtype=np.int64)
-    kept = (pos >= lo) & (pos < hi)
-    index[rep[kept]] = pos[kept] - lo
-    for r in rep[~kept]:
-        notes[r] = "empty value at an end of the series, dropped"
+    kept = present[pos]
+    index[rep[kept]] = new_pos[pos[kept]]
+    for r, at in zip(rep[~kept], pos[~kept]):
+        notes[r] = ("empty value at an end of the series, dropped" if at < lo or at >= hi
+                    else f"empty value in a gap longer than --max-gap {max_gap}, dropped")
     source = SourceRows(lines, ts, values, index, notes)
-    return Grid(grid[lo:hi], grid_values[lo:hi], grid_labels[lo:hi], interval, repairs, source)
+    return Grid(grid[present], grid_values[present], grid_labels[present], interval, repairs,
+                source)
 
 
 def _same(a: float, b: float) -> bool:
@@ -270,18 +277,8 @@ def _check_finite(meter: str, slot_values: np.ndarray) -> None:
                          "largest number")
 
 
-def _check_span(meter, slots, slot_values, rep_lines, phase, interval, max_gap) -> None:
-    """Refuse, before any grid is allocated, a gap too long to fill or an absurd span."""
-    finite = np.flatnonzero(~np.isnan(slot_values))
-    steps = np.diff(slots)
-    if len(finite):
-        for i in np.flatnonzero(steps - 1 > max_gap):
-            if finite[0] <= i < finite[-1]:
-                raise _gap_error(meter, int(steps[i] - 1),
-                                 f"between rows {rep_lines[i]} and {rep_lines[i + 1]}",
-                                 phase + (slots[i] + 1) * interval,
-                                 phase + (slots[i + 1] - 1) * interval, max_gap,
-                                 int(rep_lines[i + 1]))
+def _check_span(meter, slots, rep_lines, interval) -> None:
+    """Refuse, before any grid is allocated, an absurd span."""
     n = int(slots[-1] - slots[0]) + 1
     if n > MAX_GRID:
         raise InputError(f"meter {meter!r} spans {n:,} readings of {interval} s (rows "
@@ -296,13 +293,6 @@ def _describe(lines: np.ndarray, a: int, b: int) -> str:
         after = lines[b] if b < len(lines) else 0
         return f"between rows {before} and {after}"
     return f"at row {present[0]}" if len(present) == 1 else f"at rows {present[0]}-{present[-1]}"
-
-
-def _gap_error(meter: str, n: int, where: str, first: int, last: int, max_gap: int,
-               row: int) -> InputError:
-    return InputError(f"meter {meter!r}: gap of {n} missing readings {where} "
-                      f"({format_timestamp(first)} to {format_timestamp(last)}), more than the "
-                      f"{max_gap} that are interpolated; raise the limit with --max-gap", row=row)
 
 
 def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.ndarray,
@@ -323,8 +313,12 @@ def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.nd
     edges = np.diff(np.concatenate(([0], missing[lo:hi].astype(np.int8), [0])))
     for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
         where = _describe(lines, a, b)
-        if b - a > max_gap:
-            raise _gap_error(meter, b - a, where, grid[a], grid[b - 1], max_gap, int(lines[b]))
+        if b - a > max_gap:  # left missing: the series is split there
+            repairs.append(f"{meter}: gap of {b - a} missing readings {where} "
+                           f"({format_timestamp(grid[a])} to {format_timestamp(grid[b - 1])}), "
+                           f"longer than --max-gap {max_gap}: the series is split there (no "
+                           "window spans it)")
+            continue
         values[a:b] = np.interp(np.arange(a, b), [a - 1, b], [values[a - 1], values[b]])
         repairs.append(f"{meter}: interpolated {b - a} missing readings {where}")
     return lo, hi

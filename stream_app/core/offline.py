@@ -74,8 +74,13 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
         pending_windows.clear()
         pending_raw.clear()
 
+    waiting = ""  # why a reading after a long gap is not scored yet
     for row, (ts, value) in enumerate(zip(series.timestamps.tolist(), series.values.tolist())):
         outcome = history.push(int(ts), float(value))
+        if outcome.restarted:  # a gap too long to fill: the windows fill again from here
+            waiting = f"windows filling again after a gap of {outcome.gap_readings} readings"
+        if not history.ready and outcome.status == "ok" and waiting:
+            reason[row] = waiting
         if history.ready and calibration is None:
             calibration = detector.calibration_for(series.meter_id, history, series.category)
         if outcome.status == "ok" and history.ready:

@@ -70,6 +70,8 @@ def _bounds(n: int, interval_s: int | None, min_period: int | None,
             max_period: int | None) -> tuple[int, int]:
     lo = min_period or (max(4, round(MIN_WINDOW_S / interval_s)) if interval_s else 4)
     hi = max_period or (min(n // 4, DAY_S // interval_s) if interval_s else n // 4)
+    if max_period and not min_period:
+        lo = min(lo, max_period)  # a cap below the shortest window lowers it too
     return max(lo, 2), min(hi, n // 4)
 
 

@@ -11,7 +11,9 @@ from stream_app.core.grid import SourceRows
 
 @dataclass
 class MeterSeries:
-    """One meter's readings on a regular grid, in time order."""
+    """One meter's readings on a regular grid, in time order. A gap longer than the reader's
+    `max_gap` is left out: the series is then segments of consecutive readings
+    (`segment_starts`), and no window spans the step between two of them."""
 
     meter_id: str
     category: str
@@ -33,3 +35,15 @@ class MeterSeries:
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def segment_starts(self) -> np.ndarray:
+        """int64 index of the first reading of each segment (0 first): where the step to the
+        reading before is longer than the interval."""
+        breaks = np.flatnonzero(np.diff(self.timestamps) != self.interval_s) + 1
+        starts: np.ndarray = np.concatenate(([0], breaks)).astype(np.int64)
+        return starts
+
+    def segments(self) -> list[tuple[int, int]]:
+        """(start, stop) of each run of consecutive readings, in time order."""
+        starts = self.segment_starts().tolist()
+        return list(zip(starts, starts[1:] + [len(self.values)]))

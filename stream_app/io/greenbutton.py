@@ -33,7 +33,8 @@ resolves the repeated hour when DST ends (its second pass is the later one). END
 inclusive (`00:00,00:14` is a 15-minute interval) or exclusive (`00:00,00:15`).
 
 Both forms: gaps of up to `max_gap` readings are interpolated (reported in `repairs`), longer
-ones are an InputError; every problem is an InputError naming the entry/element or CSV line.
+ones split the series (the gap is left out and reported, as in stream_app.core.grid); every
+problem is an InputError naming the entry/element or CSV line.
 `meterwatch import-greenbutton` (`add_import_arguments`, `run_import`) is at the end.
 
 Over 300 lines: two file formats (ESPI XML, the CSV export) with their own error messages.
@@ -298,7 +299,8 @@ def _check_options(meter_id, category) -> None:
 
 
 def _to_series(meter: str, category: str, rows: list[tuple], max_gap: int) -> MeterSeries:
-    """Rows (end ts, kWh or NaN, duration, where) -> a gap-free grid, repairs reported."""
+    """Rows (end ts, kWh or NaN, duration, where) -> a grid, a long gap left out (segments),
+    repairs reported."""
     rows.sort(key=lambda r: r[0])
     repairs, kept = [], [rows[0]]
     for row in rows[1:]:
@@ -329,13 +331,17 @@ def _to_series(meter: str, category: str, rows: list[tuple], max_gap: int) -> Me
     edges = np.diff(np.concatenate(([0], missing[lo:hi].astype(np.int8), [0])))
     for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
         when = datetime.fromtimestamp(int(ts[0] + a * interval), UTC).isoformat()
-        if b - a > max_gap:
-            raise InputError(f"meter {meter!r}: {b - a} missing readings from {when}, more than "
-                             f"the {max_gap} that are interpolated (raise --max-gap)")
+        if b - a > max_gap:  # left out: the series is split there (stream_app.core.grid)
+            repairs.append(f"{meter}: gap of {b - a} missing readings from {when}, longer than "
+                           f"--max-gap {max_gap}: the series is split there (no window spans "
+                           "it)")
+            continue
         values[a:b] = np.interp(np.arange(a, b), [a - 1, b], [values[a - 1], values[b]])
         repairs.append(f"{meter}: interpolated {b - a} missing readings from {when}")
     grid = ts[0] + interval * np.arange(len(values), dtype=np.int64)
-    return MeterSeries(meter, category, grid[lo:hi], values[lo:hi], int(interval), None, repairs)
+    present = ~np.isnan(values)
+    return MeterSeries(meter, category, grid[present], values[present], int(interval), None,
+                       repairs)
 
 
 # --- the CSV export ---------------------------------------------------------------------------

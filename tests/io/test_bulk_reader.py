@@ -244,10 +244,8 @@ OTHER_COLUMNS = {"timestamp,value": lambda t, v: f"{t},{v}",
     ("timestamp,value", "2025-01-06T00:60:00Z,2", 14),
     ("timestamp,value", "2025-01-06T00:15:00+24:00,2", 14),
     ("timestamp,value", "9999-12-31T23:59:59Z,2", None),
-    ("timestamp,value", f"{LAST_EPOCH_S + 1},2", None),  # milliseconds, then a span error
     ("timestamp,value", "1e30,2", 14),
     ("timestamp,value", f"{_iso_z(START + 900 * 12)}", 14),
-    ("timestamp,value", f"{_iso_z(START + 900 * 40)},4", 14),
     ("timestamp,value,category", f"{_iso_z(START + 900 * 12)},1,steelworks", 14),
     ("timestamp,value,label", f"{_iso_z(START + 900 * 12)},1,2", 14),
     ("timestamp,meter_id,value", f"{_iso_z(START + 900 * 12)},,4", 14),
@@ -266,6 +264,16 @@ def test_both_readers_refuse_alike(tmp_path, header, bad, row):
     assert errors[0] == errors[1]
     if row is not None:
         assert errors[0][1] == row
+
+
+@pytest.mark.parametrize("far", [f"{_iso_z(START + 900 * 40)},4",
+                                 f"{LAST_EPOCH_S + 1},2"])  # milliseconds: 1978
+def test_both_readers_split_a_long_gap_alike(tmp_path, far):
+    path = write_text(tmp_path / "gap.csv", ["timestamp,value", *GOOD, far])
+    fast, slow = (read_meter_csv(path, bulk=bulk)[0] for bulk in (True, False))
+    assert fast.timestamps.tolist() == slow.timestamps.tolist()
+    assert fast.values.tolist() == slow.values.tolist() and fast.repairs == slow.repairs
+    assert len(fast.segments()) == 2 and any("split there" in r for r in fast.repairs)
 
 
 def test_duplicates_error_policy_alike(tmp_path):

@@ -266,3 +266,15 @@ def test_an_unknown_xml_encoding_is_refused():
     assert b'encoding="UTF-8"' in xml
     with pytest.raises(InputError, match="unknown encoding"):
         parse_espi_xml(xml.replace(b'encoding="UTF-8"', b'encoding="TF-8"', 1))
+
+
+def test_a_long_gap_splits_the_series():
+    xml = (DATA / "espi_15min.xml").read_text()
+    cut = xml.rindex("<IntervalReading>", 0, xml.index(f"<value>{_mwh(9)}</value>"))
+    end = cut
+    for _ in range(6):  # readings 9 to 14 removed: longer than --max-gap 4
+        end = xml.index("</IntervalReading>", end) + len("</IntervalReading>")
+    [s] = parse_espi_xml((xml[:cut] + xml[end:]).encode())
+    assert len(s) == 186 and s.segments() == [(0, 9), (9, 186)]
+    assert s.values[9] == pytest.approx(_mwh(15) / 1e6)
+    assert any("gap of 6 missing readings" in r and "split there" in r for r in s.repairs)

@@ -144,10 +144,6 @@ def test_identical_duplicate_is_dropped(tmp_path):
         ([f"{_iso(0)},1", f"{_iso(1)},inf"], "timestamp,value", 3, "infinite value"),
         ([f"{_iso(0)},1", f"{_iso(1)},-2"], "timestamp,value", 3, "cannot be negative"),
         ([f"{_iso(0)},1", "yesterday,2"], "timestamp,value", 3, "cannot parse timestamp"),
-        ([f"{_iso(0)},1", f"{_iso(1)},1", f"{_iso(7)},2"], "timestamp,value", 4,
-         ("gap of 5 missing readings between rows 3 and 4 (2025-01-06T00:30:00+00:00 to "
-         "2025-01-06T01:30:00+00:00), more than the 4 that are interpolated; raise the "
-         "limit with --max-gap")),
         ([f"{_iso(0)},1,steelworks"], "timestamp,value,category", 2,
          "unknown category 'steelworks'; known: industrial, general"),
         ([f"{_iso(0)},1,2"], "timestamp,value,label", 2, "must be 0 or 1"),
@@ -167,12 +163,30 @@ def test_user_errors_name_the_row(tmp_path, rows, header, row, needle):
     assert "\n" not in str(info.value)
 
 
-def test_gap_error_mentions_max_gap_and_can_be_raised(tmp_path):
-    path = _generic(tmp_path, [f"{_iso(0)},1", f"{_iso(1)},2", f"{_iso(7)},8"])
-    with pytest.raises(InputError, match="--max-gap"):
-        read_meter_csv(path)
-    [s] = read_meter_csv(path, max_gap=5)
-    np.testing.assert_allclose(s.values, np.arange(1.0, 9.0))
+def test_a_gap_longer_than_max_gap_splits_the_series(tmp_path):
+    path = _generic(tmp_path, [f"{_iso(0)},1", f"{_iso(1)},2", f"{_iso(7)},8", f"{_iso(8)},"
+                               , f"{_iso(9)},9", f"{_iso(100)},5", f"{_iso(101)},6"])
+    [s] = read_meter_csv(path)
+    # the 5 missing readings and the 90 are left out; the one empty value is interpolated
+    assert s.values.tolist() == [1.0, 2.0, 8.0, 8.5, 9.0, 5.0, 6.0]
+    assert s.segments() == [(0, 2), (2, 5), (5, 7)]
+    assert s.repairs[0] == ("m: gap of 5 missing readings between rows 3 and 4 "
+                            "(2025-01-06T00:30:00+00:00 to 2025-01-06T01:30:00+00:00), longer "
+                            "than --max-gap 4: the series is split there (no window spans it)")
+    assert sum("split there" in r for r in s.repairs) == 2
+    assert s.source.index.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    [s] = read_meter_csv(path, max_gap=5)  # the first gap filled, the second still splits
+    assert s.values[:8].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert len(s.segments()) == 2
+
+
+def test_an_empty_value_inside_a_long_gap_is_dropped_and_said(tmp_path):
+    rows = [f"{_iso(0)},1", f"{_iso(1)},2"] + [f"{_iso(k)}," for k in range(2, 9)] + [
+        f"{_iso(9)},3", f"{_iso(10)},4"]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    assert s.values.tolist() == [1.0, 2.0, 3.0, 4.0] and s.segments() == [(0, 2), (2, 4)]
+    assert s.source.index.tolist() == [0, 1] + [-1] * 7 + [2, 3]
+    assert s.source.notes[2] == "empty value in a gap longer than --max-gap 4, dropped"
 
 
 def test_empty_file_and_unknown_explicit_column(tmp_path):
@@ -208,7 +222,7 @@ def test_write_then_read_round_trip(tmp_path):
 
 @pytest.mark.parametrize(("rows", "needle"), [
     (["1e30,1", "1704067200,1"], "outside the years 1-9999"),
-    (["0,1", "900,1", "99999999900,1"], "gap of 111111109 missing readings between rows 3 and 4"),
+    (["0,1", "900,1", "99999999900,1"], "spans 111,111,112 readings of 900 s"),
     (["0,nan", "99999999000,1", "99999999900,1"], "more than 5,000,000"),
 ])
 def test_absurd_timestamps_are_refused_before_any_grid_is_built(tmp_path, rows, needle):
