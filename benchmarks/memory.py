@@ -19,7 +19,6 @@ i.e. 3.9 KiB).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from benchmarks.report import arguments, header, machine, publish
+from stream_app.core.meter_state import MeterState
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import Reading, encode_reading
 from stream_app.core.scoring import Detector
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"only {scored:.0f} of {meters} readings were scored: state not restored")
     per_meter = (rss_b - rss_a) / meters
     table_only = (rss_table - rss_a_idle) / meters
-    hist = len(json.loads(state)["h"]["values"])
+    hist = len(MeterState.from_bytes(state).history["values"])
     lines = [header(f"Worker memory per meter on {args.broker}", args.quick), "",
              (f"{machine()}. {meters:,} meters restored from the changelog (each a real meter's "
               f"state: {hist} readings of history, alert state, source offsets; {len(state):,} "

@@ -18,7 +18,8 @@ mypy_clean=(
   # stream_app.core, strict
   stream_app/core/__init__.py stream_app/core/accuracy.py stream_app/core/dtw.py
   stream_app/core/errors.py stream_app/core/inference.py stream_app/core/isolation_forest.py
-  stream_app/core/manifest.py stream_app/core/model_bundle.py stream_app/core/preprocessing.py
+  stream_app/core/manifest.py stream_app/core/meter_state.py stream_app/core/model_bundle.py
+  stream_app/core/preprocessing.py
   stream_app/core/profiles/__init__.py stream_app/core/records.py stream_app/core/series.py
   stream_app/core/thresholds.py
   # the rest

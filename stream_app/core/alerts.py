@@ -26,6 +26,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import orjson
 
@@ -127,6 +128,28 @@ class Alert:
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
+
+    @classmethod
+    def from_rule(cls, kind: str, status: str, meter_id: str, *, opened_ms: int, start_ms: int,
+                  end_ms: int, last_seen_ms: int, count: int, measure: tuple[float, float],
+                  severity: str, reason: str, where: tuple[str, str | None, str | None],
+                  bundle_version: str, produced_ms: int, **extra: Any) -> Alert:
+        """An alert a rule raises, not the detector (a gap, a silent meter or group): no model,
+        no reconstruction. Its id is the meter's and `opened_ms`'s (the reading or time that
+        opened the episode); the episode is first seen at the window's start; `count` is its
+        window size and readings flagged (the schema wants >= 1 of both); `measure`
+        (value, limit) is what the rule compared; `where`: (category, site, company); `extra`:
+        the fields of a subclass (GroupedSilenceAlert's `meters`)."""
+        category, site, company = where
+        return cls(alert_id=alert_id(bundle_version, meter_id, opened_ms, 0, kind=kind),
+                   status=status, kind=kind, meter_id=meter_id, category=category, site=site,
+                   company=company, window_start=ms_to_iso(start_ms),
+                   window_end=ms_to_iso(end_ms), window_size=max(1, count), model="",
+                   bundle_version=bundle_version, dtw_error={}, if_score=0.0,
+                   zscore=measure[0], threshold=measure[1], severity=severity, expected=(),
+                   actual=(), reason=reason, first_seen=ms_to_iso(start_ms),
+                   last_seen=ms_to_iso(last_seen_ms), readings_flagged=max(1, count),
+                   produced_at=ms_to_iso(produced_ms), **extra)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Alert:

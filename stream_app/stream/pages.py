@@ -17,12 +17,12 @@ style and fetches, with `X-Content-Type-Options: nosniff`.
 from __future__ import annotations
 
 import hmac
-import json
 from importlib import resources
 
 from aiohttp import web as aioweb
 from faust.exceptions import ConsumerNotStarted
 
+from stream_app.core.meter_state import MeterState
 from stream_app.stream.context import WorkerContext
 
 OPEN_PATHS = frozenset({"/health"})  # healthchecks and orchestrators carry no token
@@ -104,13 +104,7 @@ def meter_readings(ctx: WorkerContext, meter: str) -> dict:
 def kept_readings(raw: bytes | None) -> list[list]:
     """[epoch ms, kWh] of the history a meter's state keeps (its last max_window readings, gaps
     filled): the live page draws an alert's window over them without a second copy in memory."""
-    if not raw:
-        return []
-    state = json.loads(raw)
-    history, step = state["h"], state["iv"]
-    n = len(history["values"])
-    return [[(history["last_ts"] - (n - 1 - i) * step) * 1000, v]
-            for i, v in enumerate(history["values"])]
+    return MeterState.from_bytes(raw).kept_readings() if raw else []
 
 
 def web_file(name: str) -> str:

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 
 import orjson
 
+from stream_app.core.meter_state import MeterState
 from stream_app.stream.patches import delete_key
 from stream_app.stream.rekey import internal_partition
 from stream_app.stream.silence import SilenceTracker
@@ -102,12 +103,12 @@ class MeterPartitions(dict):
 
 
 def last_reading_ms(raw: bytes | None) -> int | None:
-    """The time of a meter's last reading from its table state (stream_scoring's layout: the
-    history under "h", its last_ts in epoch seconds); None when unreadable."""
+    """The time of a meter's last reading from its table state (a MeterState); None when
+    unreadable."""
     if not raw:
         return None
     try:
-        return int(orjson.loads(raw)["h"]["last_ts"]) * 1000
+        return MeterState.from_bytes(raw).last_reading_ms
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 

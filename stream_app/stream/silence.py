@@ -52,7 +52,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from stream_app.core.alerts import Alert, alert_id, severity
+from stream_app.core.alerts import Alert, severity
 from stream_app.core.errors import ConfigError
 from stream_app.core.records import ms_to_iso
 
@@ -464,17 +464,12 @@ def silence_alert(meter: str, event: SilenceEvent | GroupEvent, *, bundle_versio
                   "its state was evicted")
     else:
         reason = f"reporting again after {event.silent_s:.0f} s of silence"
-    return Alert(
-        alert_id=alert_id(bundle_version, meter, event.last_ts_ms, 0, kind="meter_silent"),
-        status=event.status, kind="meter_silent", meter_id=meter, category=event.category,
-        site=event.site, company=event.company, window_start=ms_to_iso(event.last_ts_ms),
-        window_end=ms_to_iso(end_ms), window_size=missed, model="",
-        bundle_version=bundle_version, dtw_error={}, if_score=0.0, zscore=round(ratio, 3),
-        threshold=event.factor,
-        severity="medium", expected=(), actual=(), reason=reason,
-        first_seen=ms_to_iso(event.last_ts_ms), last_seen=ms_to_iso(end_ms),
-        readings_flagged=max(1, missed), produced_at=ms_to_iso(produced_ms),
-    )
+    return Alert.from_rule(
+        "meter_silent", event.status, meter, opened_ms=event.last_ts_ms,
+        start_ms=event.last_ts_ms, end_ms=end_ms, last_seen_ms=end_ms, count=missed,
+        measure=(round(ratio, 3), event.factor), severity="medium", reason=reason,
+        where=(event.category, event.site, event.company), bundle_version=bundle_version,
+        produced_ms=produced_ms)
 
 
 def _group_alert(event: GroupEvent, bundle_version: str, produced_ms: int) -> Alert:
@@ -494,17 +489,12 @@ def _group_alert(event: GroupEvent, bundle_version: str, produced_ms: int) -> Al
                   f"{event.group_min} within about one reporting interval; {left}; first ids: "
                   f"{', '.join(event.sample)}")
     decided = int(event.decided_s * 1000)
-    return GroupedSilenceAlert(
-        alert_id=alert_id(bundle_version, event.group, event.first_ts_ms, 0,
-                          kind="meters_silent"),
-        status=event.status, kind="meters_silent", meter_id=event.group,
-        category=event.category, site=event.site, company=event.company,
-        window_start=ms_to_iso(event.first_ts_ms), window_end=ms_to_iso(event.latest_ts_ms),
-        window_size=max(1, count), model="", bundle_version=bundle_version, dtw_error={},
-        if_score=0.0, zscore=float(count), threshold=float(event.group_min),
-        severity="medium" if band == "low" else band, expected=(), actual=(), reason=reason,
-        first_seen=ms_to_iso(event.first_ts_ms), last_seen=ms_to_iso(decided),
-        readings_flagged=max(1, count), produced_at=ms_to_iso(produced_ms),
+    return GroupedSilenceAlert.from_rule(
+        "meters_silent", event.status, event.group, opened_ms=event.first_ts_ms,
+        start_ms=event.first_ts_ms, end_ms=event.latest_ts_ms, last_seen_ms=decided, count=count,
+        measure=(float(count), float(event.group_min)),
+        severity="medium" if band == "low" else band, reason=reason,
+        where=(event.category, event.site, event.company), bundle_version=bundle_version,
+        produced_ms=produced_ms,
         meters={"silent": event.silent, "peak": event.peak, "back": event.back,
-                "expired": event.expired, "moved": event.moved, "sample": list(event.sample)},
-    )
+                "expired": event.expired, "moved": event.moved, "sample": list(event.sample)})

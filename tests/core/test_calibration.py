@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from stream_app.core.alerts import AlertTracker, Detection
@@ -19,6 +18,7 @@ from stream_app.core.calibration import (
     tail_top,
 )
 from stream_app.core.evidence import FALSE_RUNS_PER_WEEK, SLOTS
+from stream_app.core.meter_state import MeterState
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.offline import score_series
 from stream_app.core.records import Reading
@@ -202,4 +202,4 @@ def test_the_stream_gives_the_flags_score_gives_with_its_state_in_bytes(detector
     assert got == expected
     for raw in states.values():
         assert len(raw) <= 4096, len(raw)  # the whole meter state, calibration included
-        assert orjson.loads(raw)["k"]
+        assert MeterState.from_bytes(raw).calibration

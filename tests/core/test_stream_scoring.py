@@ -68,3 +68,23 @@ def test_a_meters_state_takes_the_memory_of_its_bytes_only(tiny_bundle, sim_seri
         tracemalloc.stop()
     size = sum(len(v) for v in kept.values())
     assert held < 2 * size + 100_000, (held, size)
+
+
+def test_a_gap_alert_names_the_gap_and_follows_the_alert_schema(tiny_bundle, sim_series):
+    import json
+    from pathlib import Path
+
+    from reference.json_schema import schema_errors
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "schemas"
+                         / "alert.schema.json").read_text())
+    series = sim_series[0][0]
+    readings = readings_of(series)
+    kept = readings[:300] + readings[310:320]  # 10 readings missing: longer than max_gap 4
+    alerts, _ = run_batches(StreamScorer(Detector(tiny_bundle)), kept, list(range(len(kept))), {})
+    [gap] = [a for a in alerts if a.kind == "gap"]
+    assert (gap.status, gap.window_size, gap.readings_flagged) == ("open", 10, 10)
+    assert gap.first_seen == gap.window_start < gap.window_end == gap.last_seen
+    assert gap.reason == "10 readings missing; the meter's history restarts"
+    assert (gap.zscore, gap.threshold) == (10.0, 4.0)  # missing / the most interpolated
+    assert schema_errors(gap.to_dict(), schema) == []

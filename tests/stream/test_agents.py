@@ -15,6 +15,7 @@ import orjson
 import pytest
 from reference.offline_alerts import expected_alerts
 
+from stream_app.core.meter_state import MeterState
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import Reading, decode_reading, encode_reading
 from stream_app.core.scoring import Detector
@@ -128,8 +129,8 @@ def test_score_keeps_state_and_recognises_a_redelivered_reading(bundle, tmp_path
             return w
 
     w = asyncio.run(run())
-    state = json.loads(w.ctx.table.get(b"m-1"))
-    assert len(state["h"]["values"]) == 5
+    state = MeterState.from_bytes(w.ctx.table.get(b"m-1"))
+    assert len(state.history["values"]) == 5
     assert w.metric('meterwatch_readings_outcome_total{outcome="warming_up"}') == 5
     assert w.metric('meterwatch_readings_outcome_total{outcome="duplicate"}') == 1
     assert w.metric("meterwatch_meters") == 0  # the gauge is the lag timer's (not run here)
@@ -295,10 +296,10 @@ def test_a_state_is_written_only_once_its_alerts_are_acknowledged(bundle, sim_se
             opened = min(int(np.flatnonzero(series.timestamps * 1000 == ms_of(e))[0])
                          for e in waiting)
             state = w.ctx.table.get(series.meter_id.encode())
-            before = -1 if state is None else json.loads(state)["o"][where]
+            before = -1 if state is None else MeterState.from_bytes(state).offsets[where]
             held.release()
             await w.until(lambda: w.metric("meterwatch_readings_outcome_total") == len(readings))
-            after = json.loads(w.ctx.table.get(series.meter_id.encode()))["o"][where]
+            after = MeterState.from_bytes(w.ctx.table.get(series.meter_id.encode())).offsets[where]
             return opened, before, after, waiting + await w.drain("alerts")
 
     opened, before, after, alerts = asyncio.run(run())

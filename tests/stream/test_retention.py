@@ -17,6 +17,7 @@ import pytest
 from reference.json_schema import schema_errors
 from test_agents import INPUT, T0, Worker, internal_message, readings_of
 
+from stream_app.core.meter_state import MeterState
 from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import encode_reading
 from stream_app.stream.context import WorkerContext
@@ -208,8 +209,10 @@ def test_meter_partitions_forget_a_lost_partition_without_walking_every_meter():
 
 
 def test_the_last_reading_is_read_from_the_state_or_none():
-    state = orjson.dumps({"h": {"last_ts": 1_736_121_600}, "a": None, "c": "general"})
+    state = MeterState({"last_ts": 1_736_121_600, "values": []}, 900, "general").to_bytes()
     assert last_reading_ms(state) == 1_736_121_600_000
+    legacy = orjson.dumps({"h": {"last_ts": 1_736_121_600}, "a": None, "c": "general", "iv": 900})
+    assert last_reading_ms(legacy) == 1_736_121_600_000  # the first layout, still read
     for raw in (None, b"", b"{not json", b"[]", b'{"h": {}}', b'{"h": {"last_ts": null}}'):
         assert last_reading_ms(raw) is None
 
