@@ -50,14 +50,16 @@ def _csv_columns(p: argparse.ArgumentParser) -> None:
     add_reader_arguments(p)
 
 
-def _read(args):
+def _read(args, meter_id: str | None = None):
+    """The meter series of args.input; `meter_id`: the meter of a file that names none, when
+    there is no --meter-id."""
     from stream_app.io.series_io import read_meter_csv, reader_options
 
     return read_meter_csv(
         args.input, timestamp_col=args.timestamp_col, value_col=args.value_col,
         meter_col=args.meter_col, category_col=args.category_col,
-        default_meter_id=args.meter_id, default_category=args.category, max_gap=args.max_gap,
-        **reader_options(args),
+        default_meter_id=args.meter_id or meter_id, default_category=args.category,
+        max_gap=args.max_gap, **reader_options(args),
     )
 
 
@@ -85,7 +87,7 @@ def cmd_train(args) -> int:
                           max_train_windows=args.max_train_windows),
         name=args.name or Path(args.out).name, version=args.version or "",
         seed=args.seed, attribution=args.attribution,
-        command="meterwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        command="meterwatch " + " ".join(shlex.quote(a) for a in sys.argv[1:]), unit=args.unit,
     )
     started = time.perf_counter()
     bundle = train_bundle(series, Path(args.out), profile, options)
@@ -121,10 +123,14 @@ def cmd_score(args) -> int:
     from stream_app.core.model_bundle import Bundle
     from stream_app.core.offline import score_series
     from stream_app.core.scoring import Detector
-    from stream_app.io.series_io import write_rows_csv
+    from stream_app.io.series_io import names_meters, write_rows_csv
 
     detector = Detector(Bundle.load(args.model))
-    series = _read(args)
+    trained = list(detector.bundle.manifest.normalisation.meters)
+    # a bundle of one meter scores a file that names no meter as that meter, not as a
+    # stranger that warms up first
+    only = trained[0] if len(trained) == 1 and args.meter_id is None else None
+    series = _read(args, only)
     for s in series:
         for repair in s.repairs:
             print(f"repaired {repair}")
@@ -137,6 +143,10 @@ def cmd_score(args) -> int:
         if len(s.values) < need:
             raise InputError(f"meter {s.meter_id}: {len(s.values)} readings are too short for "
                              f"window {need - 1} (need at least {need})")
+    renamed = only is not None and only != Path(args.input).stem  # (its name otherwise)
+    if renamed and not names_meters(args.input, args.meter_col):
+        print(f"the file names no meter (no meter column, no --meter-id): scored as meter {only}, "
+              f"the one meter bundle {detector.bundle.version} was trained on", file=sys.stderr)
     written: list[tuple[int, list[Any]]] = []  # (file line, row): one per input row
     for s in series:
         rows = _output_rows(s, score_series(detector, s), limits.limit(s.category))

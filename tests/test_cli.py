@@ -227,8 +227,33 @@ def test_score_refuses_another_interval_than_the_bundles(tmp_path, capsys):
     out = tmp_path / "out.csv"
     assert main(["score", "--input", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith(
-        "meter five: readings every 300 s, but bundle default@2 was trained on readings every "
+    assert len(err) == 1 and err[0].endswith(  # the file names no meter: the bundle's one
+        "meter steel: readings every 300 s, but bundle default@2 was trained on readings every "
         "900 s (resample with --interval 15min)")
     assert main(["score", "--input", str(path), "--out", str(out), "--interval", "15min"]) == 0
-    assert "meter five: 864 rows, " in capsys.readouterr().err  # one per input row
+    assert "meter steel: 864 rows, " in capsys.readouterr().err  # one per input row
+
+
+@pytest.mark.parametrize(("header", "cell", "flags", "meter", "note"), [
+    ("timestamp,value", "", [], "steel", True),  # names no meter: the bundle's one meter
+    ("timestamp,meter_id,value", "m7,", [], "m7", False),
+    ("timestamp,value", "", ["--meter-id", "m8"], "m8", False),
+])
+def test_a_one_meter_bundle_scores_a_file_that_names_no_meter_as_its_meter(
+        tmp_path, capsys, header, cell, flags, meter, note):
+    """The shipped bundle knows one meter (steel): a file without a meter column or --meter-id
+    is that meter, said in one line on stderr, and scored without warming up."""
+    rows = [f"2025-01-{1 + k // 96:02d}T{(k % 96) // 4:02d}:{(k % 4) * 15:02d}:00Z,{cell}"
+            f"{40 + 20 * ((k // 8) % 2)}" for k in range(96 * 3)]
+    path = tmp_path / "plant7.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    code, _, err = run(capsys, "score", "--input", str(path), "--output", str(tmp_path / "o.csv"),
+                       *flags)
+    assert code == 0, err
+    said = ("the file names no meter (no meter column, no --meter-id): scored as meter steel, "
+            "the one meter bundle default@2 was trained on")
+    assert (said in err.splitlines()) == note, err
+    scores = _rows_of(tmp_path / "o.csv")
+    assert len(scores) == len(rows) and {r["meter_id"] for r in scores} == {meter}
+    warming = sum(1 for r in scores if r["reason"] == "warming up")
+    assert (warming < 100) == (meter == "steel"), warming  # a stranger warms up for 192

@@ -90,6 +90,7 @@ class TrainOptions:
     seed: int = 0
     attribution: str | None = None
     command: str = ""
+    unit: str = "kWh"  # what the readings were before they became kWh per interval (train --unit)
 
 
 @dataclass
@@ -378,7 +379,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
         training=TrainingRecord(
             command=options.command,
             config={**asdict(options.train), "n_estimators": options.n_estimators,
-                    "seed": options.seed, "band": options.band},
+                    "seed": options.seed, "band": options.band, "unit": options.unit},
             data=tuple(TrainedMeter(
                 meter_id=m.series.meter_id, category=m.series.category,
                 readings=len(m.series.values), first=int(m.series.timestamps[0]),

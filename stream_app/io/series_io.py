@@ -60,7 +60,8 @@ from stream_app.core.timestamps import (
     parse_tz,
 )
 
-__all__ = ["UNITS", "add_reader_arguments", "read_meter_csv", "reader_options", "write_rows_csv"]
+__all__ = ["UNITS", "add_reader_arguments", "names_meters", "read_meter_csv", "reader_options",
+           "write_rows_csv"]
 # unit -> (factor to kWh or kW, is power)
 UNITS = {"kWh": (1.0, False), "Wh": (1e-3, False), "MWh": (1e3, False),
          "kW": (1.0, True), "W": (1e-3, True)}
@@ -138,15 +139,9 @@ def read_meter_csv(
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            first = fh.readline()
-            delimiter = max((",", ";", "\t"), key=first.count) if first.strip() else ","
-            fh.seek(0)
-            reader = csv.reader(fh, delimiter=delimiter)
-            header = next(reader, None)
-            if header is None or not any(h.strip() for h in header):
-                raise InputError(f"{path.name} is empty: expected a header line", row=1)
-            cols = _resolve_columns([h.strip() for h in header], timestamp_col, value_col,
-                                    meter_col, category_col, label_col)
+            reader, delimiter, header = _header(fh, path)
+            cols = _resolve_columns(header, timestamp_col, value_col, meter_col, category_col,
+                                    label_col)
             if default_meter_id is None:
                 default_meter_id = "steel" if cols["steel"] else path.stem
             cols["decimal_comma"] = delimiter != ","
@@ -187,6 +182,27 @@ def read_meter_csv(
         series.append(MeterSeries(meter, category, g.timestamps, grid_values, g.interval_s,
                                   g.labels if has_labels else None, notes + g.repairs, g.source))
     return series
+
+
+def names_meters(path: str | Path, meter_col: str | None = None) -> bool:
+    """Whether a meter CSV that read_meter_csv has read says which meter each row is (a meter
+    column, named by `meter_col` or found by its name), rather than holding one unnamed meter."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = _header(fh, path)[2]
+    return _find(header, meter_col, _METER_NAMES, "meter") is not None
+
+
+def _header(fh, path: Path):
+    """(csv reader past the header line, delimiter, header cells stripped) of an open file."""
+    first = fh.readline()
+    delimiter = max((",", ";", "\t"), key=first.count) if first.strip() else ","
+    fh.seek(0)
+    reader = csv.reader(fh, delimiter=delimiter)
+    header = next(reader, None)
+    if header is None or not any(h.strip() for h in header):
+        raise InputError(f"{path.name} is empty: expected a header line", row=1)
+    return reader, delimiter, [h.strip() for h in header]
 
 
 def _register_deltas(meter: str, ts: np.ndarray, values: np.ndarray, lines: np.ndarray,
