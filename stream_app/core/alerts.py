@@ -103,7 +103,7 @@ class Alert:
     window_size: int
     model: str
     bundle_version: str
-    dtw_error: dict
+    dtw_error: dict[str, float]
     if_score: float
     zscore: float
     threshold: float
@@ -119,7 +119,7 @@ class Alert:
     lower: tuple[float, ...] = ()
     upper: tuple[float, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = {"schema": ALERT_SCHEMA, **asdict(self)}
         for name in ("expected", "actual", "lower", "upper"):
             data[name] = list(getattr(self, name))
@@ -152,7 +152,7 @@ class Alert:
                    produced_at=ms_to_iso(produced_ms), **extra)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> Alert:
+    def from_dict(cls, data: Mapping[str, Any]) -> Alert:
         """Inverse of to_dict; unknown fields are ignored (consumers tolerate additive change)."""
         names = {f.name for f in fields(cls)}
         kept = {k: v for k, v in data.items() if k in names}
@@ -165,7 +165,7 @@ class AlertTracker:
     """Per-meter alert lifecycle. `observe` once per scored reading, in time order."""
 
     def __init__(self, *, bundle_version: str, model: str = DEFAULT_MODEL, update_every: int = 8,
-                 cooldown: int = 4, meters: Mapping[str, Mapping] | None = None):
+                 cooldown: int = 4, meters: Mapping[str, Mapping[str, Any]] | None = None):
         if not bundle_version:
             raise ConfigError("bundle_version is required: it is part of every alert id")
         for name, value in (("update_every", update_every), ("cooldown", cooldown)):
@@ -173,7 +173,7 @@ class AlertTracker:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         self.bundle_version, self.model = bundle_version, model
         self.update_every, self.cooldown = update_every, cooldown
-        self._meters: dict[str, dict] = {m: dict(s) for m, s in (meters or {}).items()}
+        self._meters: dict[str, dict[str, Any]] = {m: dict(s) for m, s in (meters or {}).items()}
 
     def observe(self, meter_id: str, ts: int, flagged: bool, details: Detection | None = None,
                 *, produced_at_ms: int | None = None) -> Alert | None:
@@ -220,12 +220,12 @@ class AlertTracker:
         state["emitted_rank"] = max(rank, state["emitted_rank"])
         return self._alert(meter_id, state, status, details, ts, produced)
 
-    def state(self, meter_id: str) -> dict | None:
+    def state(self, meter_id: str) -> dict[str, Any] | None:
         """The meter's state as a small JSON-able dict (None if never seen): for a Faust table."""
         state = self._meters.get(meter_id)
         return None if state is None else _copy(state)
 
-    def load_state(self, meter_id: str, state: Mapping | None) -> None:
+    def load_state(self, meter_id: str, state: Mapping[str, Any] | None) -> None:
         if state is None:
             self._meters.pop(meter_id, None)
         else:
@@ -235,13 +235,13 @@ class AlertTracker:
         """meter_id -> alert_id of every episode not yet resolved."""
         return {m: s["alert_id"] for m, s in self._meters.items() if "alert_id" in s}
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"version": _STATE_VERSION, "bundle_version": self.bundle_version,
                 "model": self.model, "update_every": self.update_every,
                 "cooldown": self.cooldown, "meters": json.loads(json.dumps(self._meters))}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> AlertTracker:
+    def from_dict(cls, data: Mapping[str, Any]) -> AlertTracker:
         data = dict(data)
         if data.pop("version", None) != _STATE_VERSION:
             raise ConfigError(f"alert tracker state version must be {_STATE_VERSION}")
@@ -250,7 +250,7 @@ class AlertTracker:
             raise ConfigError(f"unknown alert tracker state key(s): {', '.join(sorted(unknown))}")
         return cls(**data)
 
-    def _alert(self, meter_id: str, state: dict, status: str, details: Detection, ts: int,
+    def _alert(self, meter_id: str, state: dict[str, Any], status: str, details: Detection, ts: int,
                produced: int) -> Alert:
         start = ts - (details.window_size - 1) * details.interval_s * 1000
         return Alert(
@@ -268,7 +268,7 @@ class AlertTracker:
             last_seen=ms_to_iso(state["last_seen"]), readings_flagged=state["flagged"],
             produced_at=ms_to_iso(produced), latency_ms=details.latency_ms)
 
-    def _resolved(self, meter_id: str, state: dict, produced: int) -> Alert:
+    def _resolved(self, meter_id: str, state: dict[str, Any], produced: int) -> Alert:
         """The closing message describes the episode's worst window (the peak)."""
         peak = dict(state["peak"])
         peak_ts = peak.pop("ts")
@@ -279,7 +279,7 @@ class AlertTracker:
         return replace(alert, reason=reason)
 
 
-def _summary(details: Detection, ts: int) -> dict:
+def _summary(details: Detection, ts: int) -> dict[str, Any]:
     """The JSON-able part of a Detection kept in state: no window values (state stays small)."""
     summary = {f.name: getattr(details, f.name) for f in fields(Detection)
                if f.name not in ("expected", "actual", "latency_ms", "lower", "upper")}
@@ -288,6 +288,7 @@ def _summary(details: Detection, ts: int) -> dict:
     return summary
 
 
-def _copy(state: Mapping) -> dict:
+def _copy(state: Mapping[str, Any]) -> dict[str, Any]:
     """A deep, JSON-clean copy of a meter's alert state (per meter per batch: orjson)."""
-    return orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY))
+    return copied

@@ -66,7 +66,7 @@ def format_timestamp(epoch_s: int) -> str:
     return datetime.fromtimestamp(int(epoch_s), tz=UTC).isoformat()
 
 
-def parse_duration(text, what: str = "interval", *, allow_zero: bool = False) -> int:
+def parse_duration(text: str | float, what: str = "interval", *, allow_zero: bool = False) -> int:
     """`300`, `300s`, `5min`, `15m`, `1h`, `1.5h`, `1d` -> whole seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         text = str(text)
@@ -79,7 +79,7 @@ def parse_duration(text, what: str = "interval", *, allow_zero: bool = False) ->
     return int(seconds)
 
 
-def parse_tz(value) -> tzinfo:
+def parse_tz(value: str | tzinfo | timedelta | None) -> tzinfo:
     """None/'Z'/'UTC' -> UTC; '+09:00', '-0500', '+9' -> a fixed offset; else an IANA zone."""
     if value is None or isinstance(value, tzinfo):
         return value or UTC
@@ -274,11 +274,12 @@ class TimestampParser:
     """One file's timestamp cells -> epoch seconds; remembers the wall times seen per meter to
     place the repeated hour of a DST fall-back."""
 
-    def __init__(self, tz=None, timestamp_format: str | None = None, steel: bool = False):
+    def __init__(self, tz: str | tzinfo | timedelta | None = None, timestamp_format: str | None = None,
+                 steel: bool = False) -> None:
         self.zone = parse_tz(tz)
         self.format = timestamp_format
         self.steel = steel
-        self._seen: dict[str, set] = {}
+        self._seen: dict[str, set[datetime]] = {}
 
     def __call__(self, text: str, meter: str, column: str, line: int) -> int:
         try:
@@ -374,7 +375,9 @@ class TimestampParser:
         if self.zone is UTC or isinstance(self.zone, timezone):
             return int(early.timestamp())
         late = moment.replace(tzinfo=self.zone, fold=1)
-        if early.utcoffset() > late.utcoffset():  # the repeated hour of a fall-back
+        early_offset, late_offset = early.utcoffset(), late.utcoffset()
+        assert early_offset is not None and late_offset is not None  # a zone (ZoneInfo) always has an offset
+        if early_offset > late_offset:  # the repeated hour of a fall-back
             seen = self._seen.setdefault(meter, set())
             if moment in seen:
                 return int(late.timestamp())
