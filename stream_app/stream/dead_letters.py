@@ -113,17 +113,18 @@ def dead_letter_bytes(
     `MeterHistory.push` reports it. `rejected_at_ms` defaults to the wall clock (it is a record,
     never a decision)."""
     if isinstance(reason, Rejected):
-        reason, detail = reason.reason, detail or reason.detail
+        detail = detail or reason.detail
+        reason = reason.reason
     elif ": " in reason:  # meter_window's "code: detail" form (PushResult.reason)
         reason, _, rest = reason.partition(": ")
         detail = detail or rest
     original = raw if raw is None or isinstance(raw, Original) else Original.of(raw, max_original)
-    kept = None if original is None else original.kept[:max_original]
+    kept = b"" if original is None else original.kept[:max_original]
     at = time.time_ns() // 1_000_000 if rejected_at_ms is None else rejected_at_ms
     letter = DeadLetter(
         reason=reason, detail=detail, topic=topic, partition=partition, offset=offset,
         key_b64=None if key is None else base64.b64encode(bytes(key)).decode("ascii"),
-        value_b64=None if kept is None else base64.b64encode(kept).decode("ascii"),
+        value_b64=None if original is None else base64.b64encode(kept).decode("ascii"),
         original_size=0 if original is None else original.size,
         original_sha256=None if original is None else original.digest(),
         truncated=original is not None and len(kept) < original.size, rejected_at=ms_to_iso(at))

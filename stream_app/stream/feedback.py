@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,14 +81,17 @@ class Verdict:
         return unicodedata.normalize("NFKC", self.who).casefold().strip()
 
 
-def _text(data: dict, name: str, required: bool = True) -> str | None:
+def _optional_text(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
-    if value is None:
-        if required:
-            raise InputError(f"missing_field:{name}: {name} is required")
-        return None
-    if type(value) is not str:
+    if value is not None and type(value) is not str:
         raise InputError(f"wrong_type:{name}: expected string, got {type(value).__name__}")
+    return value
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = _optional_text(data, name)
+    if value is None:
+        raise InputError(f"missing_field:{name}: {name} is required")
     return value
 
 
@@ -111,7 +115,7 @@ def decode_feedback(raw: bytes) -> Verdict:
     if type(data) is not dict:
         raise InputError(f"not_an_object: top-level JSON {type(data).__name__}")
     alert_id, verdict, who = _text(data, "alert_id"), _text(data, "verdict"), _text(data, "who")
-    at = _text(data, "at", required=False) or ""
+    at = _optional_text(data, "at") or ""
     if not _ALERT_ID.fullmatch(alert_id):
         raise InputError(f"bad_field:alert_id: 1..128 characters from [A-Za-z0-9._:-], "
                          f"got {alert_id[:40]!r}")
@@ -267,7 +271,9 @@ def read_topic(config: dict, topic: str, timeout: float = 10.0) -> list:
             if msg is None or msg.error():
                 continue
             out.append(msg.value())
-            if msg.offset() + 1 >= ends[msg.partition()]:
+            offset = msg.offset()
+            assert offset is not None  # a consumed message, not an error, has its offset
+            if offset + 1 >= ends[msg.partition()]:
                 todo.discard(msg.partition())
         return out
     finally:

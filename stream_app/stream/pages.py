@@ -79,6 +79,7 @@ def security_middleware(token: str | None):
 
 def health(ctx: WorkerContext, assignment) -> dict:
     """`assignment`: the consumer's partitions, None while it has not started ("starting")."""
+    assert ctx.watcher is not None  # WorkerContext.__post_init__ sets it
     return {
         "status": "ok" if assignment is not None else "starting",
         "bundle": ctx.scorer.bundle.version,

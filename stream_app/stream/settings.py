@@ -45,6 +45,8 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _WEB_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # a name, IPv4 or IPv6 (no brackets)
 MIN_WEB_TOKEN = 16  # a guessable token protects nothing
 _WEB_TOKEN = re.compile(rf"[!-~]{{{MIN_WEB_TOKEN},512}}")
+# librdkafka settings, typed as confluent_kafka's clients take them (AdminClient wants this dict)
+ConfluentConfig = dict[str, str | int | float | bool]
 
 
 class Secret:
@@ -233,17 +235,18 @@ class KafkaSettings:
     def is_tansu(self) -> bool:
         return self.broker_kind == "tansu"
 
-    def confluent_config(self) -> dict[str, str]:
+    def confluent_config(self) -> ConfluentConfig:
         """librdkafka configuration (confluent_kafka Producer/Consumer/AdminClient); reveals secrets."""
-        config = {
+        config: ConfluentConfig = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
         }
         if self.uses_sasl:
-            config["sasl.mechanisms"] = self.sasl_mechanism
-            config["sasl.username"] = self.sasl_username
-            config["sasl.password"] = self.sasl_password.reveal()
+            mechanism, username, password = self._sasl()
+            config["sasl.mechanisms"] = mechanism
+            config["sasl.username"] = username
+            config["sasl.password"] = password
         optional = {
             "ssl.ca.location": self.ssl_cafile,
             "ssl.certificate.location": self.ssl_certfile,
@@ -252,6 +255,13 @@ class KafkaSettings:
         }
         config.update({key: str(value) for key, value in optional.items() if value is not None})
         return config
+
+    def _sasl(self) -> tuple[str, str, str]:
+        """(mechanism, username, password) of a SASL protocol, the password revealed."""
+        # __post_init__ refuses a SASL protocol without them (the mechanism defaults to PLAIN)
+        assert self.sasl_mechanism is not None and self.sasl_username is not None
+        assert self.sasl_password is not None
+        return self.sasl_mechanism, self.sasl_username, self.sasl_password.reveal()
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context Faust (aiokafka) needs, or None without TLS."""
@@ -287,10 +297,11 @@ class KafkaSettings:
         }
         context = self.ssl_context()
         if self.uses_sasl:
+            mechanism, username, password = self._sasl()
             kwargs["broker_credentials"] = faust.SASLCredentials(
-                username=self.sasl_username,
-                password=self.sasl_password.reveal(),
-                mechanism=self.sasl_mechanism,
+                username=username,
+                password=password,
+                mechanism=mechanism,
                 ssl_context=context,
             )
         elif context is not None:

@@ -51,6 +51,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from stream_app.core.alerts import Alert, severity
 from stream_app.core.errors import ConfigError
@@ -134,6 +135,10 @@ class _Meter:
     episode: _Episode | None = None  # the grouped episode it is silent in, if any
     due_seq: int = 0  # sequence number of its live deadline entry (0: none)
     ttl_seq: int = 0  # sequence number of its live expiry entry (0: none)
+
+
+# An entry of a heap of meters: (deadline or reading time, sequence number, meter, its record).
+_Entry = TypeVar("_Entry", bound=tuple[float, int, str, _Meter])
 
 
 @dataclass(slots=True, eq=False)
@@ -390,9 +395,9 @@ class SilenceTracker:
     def _group_event(self, key, now_wall_s: float) -> GroupEvent | None:
         """The message a touched group's episode calls for, if any."""
         group = self._groups.get(key)
-        episode = group.episode if group is not None else None
-        if episode is None:
+        if group is None or group.episode is None:
             return None
+        episode = group.episode
         silent = len(episode.members)
         if silent:  # counted per message (a few an episode), not per meter joining
             categories = Counter(rec.category for rec in episode.members.values())
@@ -427,11 +432,15 @@ class SilenceTracker:
         self._compact()
 
     def _compact(self) -> None:
-        for name, heap, seq_of in (("due", self._due, "due_seq"), ("ttl", self._ttl, "ttl_seq")):
-            if self._stale[name] > max(_COMPACT_MIN, len(heap) // 2):
-                heap[:] = [e for e in heap if getattr(e[3], seq_of) == e[1]]
-                heapq.heapify(heap)
-                self._stale[name] = 0
+        self._compact_heap("due", self._due, "due_seq")
+        self._compact_heap("ttl", self._ttl, "ttl_seq")
+
+    def _compact_heap(self, name: str, heap: list[_Entry], seq_of: str) -> None:
+        """Rebuild a heap without its leftovers (entries no longer their meter's `seq_of`)."""
+        if self._stale[name] > max(_COMPACT_MIN, len(heap) // 2):
+            heap[:] = [e for e in heap if getattr(e[3], seq_of) == e[1]]
+            heapq.heapify(heap)
+            self._stale[name] = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,8 @@ async def check_silence(ctx: WorkerContext, assigned: set[tuple[str, int]], now:
         for meter, event in expired:
             if event is not None:
                 await ctx.send_silence(meter, event)
-    for name, event in ctx.silence.check(now):
-        await ctx.send_silence(name, event)
+    for name, silence in ctx.silence.check(now):
+        await ctx.send_silence(name, silence)
     if not settling:
         ctx.retention.sweep(assigned, EVICT_PER_TICK - len(expired))
     ctx.metrics.silent_meters.set(ctx.silence.silent_count)
@@ -85,6 +85,7 @@ async def reload_bundle(ctx: WorkerContext, run_blocking) -> None:
             ctx.metrics.bundle_reloads.inc(len(switched))
             ctx.report_bundles()
         return
+    assert ctx.watcher is not None  # WorkerContext.__post_init__ sets it
     fresh = await run_blocking(ctx.watcher.poll)
     if fresh is not None:
         ctx.scorer.switch(fresh)
