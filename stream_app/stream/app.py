@@ -100,9 +100,11 @@ def create_app(kafka: KafkaSettings, worker: WorkerSettings, detector: Detector,
                         scorer=StreamScorer(detector, registry=registry), table=table,
                         outputs=outputs, source=raw_topic(*input_topics),
                         metrics=metrics or WorkerMetrics(), registry=registry)
-    app.meterwatch = ctx
-    app.meterwatch_agents = agents.register(app, ctx, raw_topic(worker.feedback_topic))
-    app.meterwatch_timers = timers.register(app, ctx)
+    agents_by_name = agents.register(app, ctx, raw_topic(worker.feedback_topic))
+    timers_by_name = timers.register(app, ctx)
+    app.meterwatch = ctx  # type: ignore[attr-defined]  # Faust's App declares no such field
+    app.meterwatch_agents = agents_by_name  # type: ignore[attr-defined]  # Faust's App declares no such field
+    app.meterwatch_timers = timers_by_name  # type: ignore[attr-defined]  # Faust's App declares no such field
     pages.register(app, ctx)
     return app
 

@@ -29,6 +29,13 @@ log = logging.getLogger("meterwatch.worker")
 FAUST_VERSION = "0.15.3"
 RESUBSCRIBE_S = 1.0  # Faust waits 45 s before it reads a topic added while running
 TANSU_FETCH_WAIT_MS = 100  # Faust passes 1500 ms; Tansu answers after half of it
+_version_warned = False  # check_faust_version's warning went out
+
+
+def _patch(owner: type, name: str, value: object) -> None:
+    """Set `owner.name`, a Faust internal named in the module docstring (or our mark that a
+    patch is in place): the one way this module changes Faust, which declares no such hook."""
+    setattr(owner, name, value)
 
 
 class current_event:
@@ -95,8 +102,8 @@ def tansu_fetch_wait() -> None:
         consumer._fetch_max_wait_ms = TANSU_FETCH_WAIT_MS
         return consumer
 
-    driver.AIOKafkaConsumerThread._create_worker_consumer = create
-    driver.AIOKafkaConsumerThread.tansu_fetch_wait = True
+    _patch(driver.AIOKafkaConsumerThread, "_create_worker_consumer", create)
+    _patch(driver.AIOKafkaConsumerThread, "tansu_fetch_wait", True)
 
 
 EOS_BATCH_WAIT_S = 10.0  # longest a commit waits for a batch in progress to finish
@@ -199,19 +206,20 @@ def one_transaction_per_worker() -> None:
             return True
         return await self.transactions.commit({}, start_new_transaction)
 
-    Stream.take_events = take_events
-    TransactionManager.send = send
-    TransactionManager.commit = commit
-    Consumer._commit_tps = commit_tps
-    TransactionManager.one_transaction = True
+    _patch(Stream, "take_events", take_events)
+    _patch(TransactionManager, "send", send)
+    _patch(TransactionManager, "commit", commit)
+    _patch(Consumer, "_commit_tps", commit_tps)
+    _patch(TransactionManager, "one_transaction", True)
 
 
 def check_faust_version() -> None:
     """A warning, once per process, when the installed Faust is not the one patched here."""
     import faust
 
-    if faust.__version__ != FAUST_VERSION and not getattr(check_faust_version, "warned", False):
-        check_faust_version.warned = True
+    global _version_warned
+    if faust.__version__ != FAUST_VERSION and not _version_warned:
+        _version_warned = True
         log.warning("faust-streaming %s is installed; meterwatch's patches of its internals were "
                     "written for %s (stream_app/stream/patches.py)", faust.__version__,
                     FAUST_VERSION)
