@@ -22,6 +22,8 @@ reported. The rules (docs/DATA_IN.md says them to users):
   slots get label 0); a longer run is a gap: its slots are left out, so the series has a
   step longer than its interval there and is read as segments (`segment_starts`: no window
   spans a gap, scoring starts again once the windows after it are full). Empty ends are dropped.
+- `breaks` (a register's drop: its interval's energy is unknown): the run of missing slots that
+  holds one is a gap whatever its length, never interpolated: a new segment starts after it.
 """
 
 from __future__ import annotations
@@ -120,8 +122,9 @@ def _rows(lines) -> str:
 
 def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None = None,
                tolerance_s: float | None = None, duplicates: str = "last",
-               max_gap: int = 4, aggregate: str = "sum") -> Grid:
-    """Arrays in file order -> the meter's regular grid; see the module docstring."""
+               max_gap: int = 4, aggregate: str = "sum", breaks=None) -> Grid:
+    """Arrays in file order -> the meter's regular grid; see the module docstring. `breaks`:
+    bool per row, True where the series is split (the row's value is unknown)."""
     ts = np.asarray(ts, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int8)
@@ -171,7 +174,10 @@ def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None 
     grid_lines = np.zeros(n, dtype=np.int64)  # 0 = no row in the file
     grid_lines[pos] = lines[rep]
     grid = phase + interval * (slots[0] + np.arange(n, dtype=np.int64))
-    lo, hi = _fill_missing(meter, grid, grid_values, grid_lines, max_gap, repairs)
+    split = np.zeros(n, dtype=bool)
+    if breaks is not None:
+        split[slot[np.asarray(breaks, dtype=bool)] - slots[0]] = True
+    lo, hi = _fill_missing(meter, grid, grid_values, grid_lines, max_gap, repairs, split)
     present = np.zeros(n, dtype=bool)
     present[lo:hi] = ~np.isnan(grid_values[lo:hi])  # what is left missing is a long gap
     if np.count_nonzero(present) < 2:
@@ -182,8 +188,12 @@ def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None 
     kept = present[pos]
     index[rep[kept]] = new_pos[pos[kept]]
     for r, at in zip(rep[~kept], pos[~kept]):
-        notes[r] = ("empty value at an end of the series, dropped" if at < lo or at >= hi
-                    else f"empty value in a gap longer than --max-gap {max_gap}, dropped")
+        if at < lo or at >= hi:
+            notes[r] = "empty value at an end of the series, dropped"
+        elif split[at]:
+            notes[r] = "unknown energy (the register dropped), the series is split here"
+        else:
+            notes[r] = f"empty value in a gap longer than --max-gap {max_gap}, dropped"
     source = SourceRows(lines, ts, values, index, notes)
     return Grid(grid[present], grid_values[present], grid_labels[present], interval, repairs,
                 source)
@@ -296,8 +306,9 @@ def _describe(lines: np.ndarray, a: int, b: int) -> str:
 
 
 def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.ndarray,
-                  max_gap: int, repairs: list[str]) -> tuple[int, int]:
-    """Interpolate short interior runs of NaN in place; return the slice without NaN ends."""
+                  max_gap: int, repairs: list[str], split: np.ndarray) -> tuple[int, int]:
+    """Interpolate short interior runs of NaN in place, except runs that hold a `split` slot
+    (left missing, reported by their cause); return the slice without NaN ends."""
     missing = np.isnan(values)
     if missing.all():
         raise InputError(f"meter {meter!r} has no readings, only missing values",
@@ -312,6 +323,8 @@ def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.nd
                        f"({_describe(lines, hi, len(values))})")
     edges = np.diff(np.concatenate(([0], missing[lo:hi].astype(np.int8), [0])))
     for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
+        if split[a:b].any():
+            continue
         where = _describe(lines, a, b)
         if b - a > max_gap:  # left missing: the series is split there
             repairs.append(f"{meter}: gap of {b - a} missing readings {where} "

@@ -75,8 +75,9 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
         pending_raw.clear()
 
     waiting = ""  # why a reading after a long gap is not scored yet
+    splits = set(series.segment_starts().tolist()[1:])  # no window spans a gap of the series
     for row, (ts, value) in enumerate(zip(series.timestamps.tolist(), series.values.tolist())):
-        outcome = history.push(int(ts), float(value))
+        outcome = history.push(int(ts), float(value), split=row in splits)
         if outcome.restarted:  # a gap too long to fill: the windows fill again from here
             waiting = f"windows filling again after a gap of {outcome.gap_readings} readings"
         if not history.ready and outcome.status == "ok" and waiting:

@@ -18,8 +18,9 @@ or W is averaged into its grid slot and becomes the interval's energy (kW x inte
 A cumulative register (`cumulative=True`) becomes interval energy: each reading minus the one
 before it, a step over several intervals shared evenly by them (the gap's other slots are then
 interpolated from it); the first reading is the baseline, and a drop (rollover or meter reset)
-leaves that interval's energy unknown (reported), never a negative consumption. A value column
-that never decreases over many readings is reported as a likely register.
+leaves that interval's energy unknown and splits the series there (reported), never a negative
+consumption. A value column that never decreases over many readings is reported as a likely
+register.
 
 Timestamps (stream_app/core/timestamps.py): ISO-8601 with or without an offset (without one: wall
 time in `tz`, default UTC), epoch seconds or milliseconds, or `timestamp_format` (strptime).
@@ -167,11 +168,13 @@ def read_meter_csv(
         values = values.astype(np.float64) * factor
         notes: list[str] = []
         shared: list[tuple[int, int, float]] = []
+        breaks = None
         if cumulative:
-            values = _register_deltas(meter, ts, values, lines, grid["interval_s"], notes, shared)
+            values, breaks = _register_deltas(meter, ts, values, lines, grid["interval_s"], notes,
+                                              shared)
         elif not power:
             notes += _register_hint(meter, ts, values)
-        g = build_grid(meter, ts, values, labels, lines, **grid)
+        g = build_grid(meter, ts, values, labels, lines, breaks=breaks, **grid)
         grid_values = g.values * (g.interval_s / 3600.0) if power else g.values
         for end, span, share in shared:  # the slots a register step spans get its share
             want = end - g.interval_s * np.arange(1, span)
@@ -207,9 +210,10 @@ def _header(fh, path: Path):
 
 def _register_deltas(meter: str, ts: np.ndarray, values: np.ndarray, lines: np.ndarray,
                      interval_s: int | None, notes: list[str],
-                     shared: list[tuple[int, int, float]]) -> np.ndarray:
-    """A register's readings (file order) -> energy of the interval each one closes; a step
-    over several intervals appends (its end, intervals, share) to `shared`."""
+                     shared: list[tuple[int, int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """A register's readings (file order) -> (energy of the interval each one closes, True
+    where the register dropped: the series is split there); a step over several intervals
+    appends (its end, intervals, share) to `shared`."""
     order = np.lexsort((lines, ts))
     t, v = ts[order], values[order]
     known = ~np.isnan(v)
@@ -231,15 +235,16 @@ def _register_deltas(meter: str, ts: np.ndarray, values: np.ndarray, lines: np.n
         rows = ", ".join(str(int(lines[order[cur[k]]])) for k in drops[:5])
         notes.append(f"{meter}: the register dropped {drops.size} times (rollover or reset; rows "
                      f"{rows}{', ...' if drops.size > 5 else ''}): those intervals' energy is "
-                     "unknown")
+                     "unknown, the series is split there (no window spans it)")
     for k in np.flatnonzero((spans > 1) & (delta >= 0)):
         shared.append((int(t[cur[k]]), int(spans[k]), float(delta[k])))
     if np.any(spans > 1):
         notes.append(f"{meter}: {int(np.count_nonzero(spans > 1))} register steps over several "
                      "intervals shared evenly by them")
-    result = np.empty(len(v))
+    result, dropped = np.empty(len(v)), np.zeros(len(v), dtype=bool)
     result[order] = out
-    return result
+    dropped[order[cur[drops]]] = True
+    return result, dropped
 
 
 def _register_hint(meter: str, ts: np.ndarray, values: np.ndarray) -> list[str]:

@@ -69,6 +69,16 @@ def test_long_gap_restarts_history():
     assert h.values == [9.0] and not h.ready and h.last_ts == 10 * IV
 
 
+def test_a_split_restarts_history_however_short_the_gap():
+    """score's series left the step out (a register's drop): no window spans it."""
+    h = history()
+    feed(h, [0.0, 1.0, 2.0, 3.0, 4.0])
+    result = h.push(6 * IV, 9.0, split=True)
+    assert result.restarted and result.gap_readings == 1
+    assert h.values == [9.0] and not h.ready
+    assert not h.push(7 * IV, 9.5, split=True).restarted  # no step left out: nothing to split
+
+
 def test_off_grid_rejected_small_jitter_snapped():
     h = history()
     feed(h, [0.0])

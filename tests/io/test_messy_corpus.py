@@ -286,7 +286,7 @@ def test_kw_readings_train_and_score_as_energy_per_interval(folder, trained):
     assert [float(r["value"]) for r in rows[:3]] == pytest.approx([v / 4 for v in given[:3]])
 
 
-def test_a_register_with_a_rollover_scores_its_deltas(folder, trained):
+def test_a_register_with_a_rollover_scores_its_deltas_in_two_segments(folder, trained):
     out, err, rows = score(folder, trained(two_weeks)[0], register_rollover(folder),
                            "--cumulative")
     repairs = [line for line in out if line.startswith("repaired")]
@@ -295,12 +295,15 @@ def test_a_register_with_a_rollover_scores_its_deltas(folder, trained):
         "repaired plant: register readings turned into interval energy (the first, at row 2, "
         "is the baseline)",
         "repaired plant: the register dropped 1 times (rollover or reset; rows 101): those "
-        "intervals' energy is unknown",
-        "repaired plant: dropped 1 missing readings at the start (at row 2)",
-        "repaired plant: interpolated 1 missing readings at row 101"]
+        "intervals' energy is unknown, the series is split there (no window spans it)",
+        "repaired plant: dropped 1 missing readings at the start (at row 2)"]
+    assert err == [NO_METER, summary("plant", rows, 3)]
     assert len(rows) == 193
     assert rows[0]["reason"] == "empty value at an end of the series, dropped"
-    assert all(float(r["value"]) < 100 for r in rows[1:])  # deltas, never negative
+    assert rows[99]["reason"] == "unknown energy (the register dropped), the series is split here"
+    assert [r["reason"] for r in rows[100:116]] == \
+        ["windows filling again after a gap of 1 readings"] * 15 + [rows[116]["reason"]]
+    assert all(0 < float(r["value"]) < 100 for r in rows[1:] if r["score"])  # never negative
 
 
 def test_an_interval_mismatch_is_one_line_naming_both(folder, trained):

@@ -452,15 +452,27 @@ def test_a_register_becomes_interval_energy_and_its_first_reading_the_baseline(t
     assert any("register readings turned into interval energy" in r for r in s.repairs)
 
 
-def test_a_register_rollover_is_unknown_energy_never_negative(tmp_path):
+def test_a_register_rollover_splits_the_series_never_a_negative_energy(tmp_path):
     readings = [9997.0, 9998.0, 9999.5, 1.0, 2.0, 4.0, 5.0]
     rows = [f"{_iso(i)},{v}" for i, v in enumerate(readings)]
     [s] = read_meter_csv(_generic(tmp_path, rows), cumulative=True)
-    assert np.all(s.values >= 0)
-    # the drop's interval is unknown, then interpolated like any short gap
-    assert s.values.tolist() == [1.0, 1.5, 1.25, 1.0, 2.0, 1.0]
-    assert any("the register dropped 1 times (rollover or reset; rows 5)" in r for r in s.repairs)
-    assert any("interpolated" in r for r in s.repairs)
+    # the drop's interval is unknown and left out, not interpolated: a new segment starts
+    assert s.values.tolist() == [1.0, 1.5, 1.0, 2.0, 1.0]
+    assert s.segments() == [(0, 2), (2, 5)]
+    assert "m: the register dropped 1 times (rollover or reset; rows 5): those intervals' energy " \
+        "is unknown, the series is split there (no window spans it)" in s.repairs
+    assert not any("interpolated" in r for r in s.repairs)
+    assert s.source.index.tolist() == [-1, 0, 1, -1, 2, 3, 4]  # every row accounted for
+    assert s.source.notes[3] == "unknown energy (the register dropped), the series is split here"
+
+
+def test_a_register_drop_after_missing_readings_is_one_split(tmp_path):
+    """A drop across absent slots: the whole run is left out, however short, once reported."""
+    rows = [f"{_iso(i)},{v}" for i, v in ((0, 100), (1, 101), (2, 103), (4, 1), (5, 2), (6, 4))]
+    [s] = read_meter_csv(_generic(tmp_path, rows), cumulative=True, interval="15min")
+    assert s.values.tolist() == [1.0, 2.0, 1.0, 2.0]
+    assert s.segments() == [(0, 2), (2, 4)]
+    assert not any("interpolated" in r or "gap of" in r for r in s.repairs)
 
 
 def test_a_register_step_over_a_gap_is_shared_by_its_intervals(tmp_path):
