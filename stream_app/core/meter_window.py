@@ -10,9 +10,9 @@ way by `meterwatch score` and the worker:
   older than that: rejected with reason `out_of_order`;
 - timestamps off the interval grid by more than 10 % of the interval: rejected (`off_grid`);
 - a gap of up to `max_gap` missing readings is filled by linear interpolation; a longer gap
-  restarts the history (the meter needs `max_window` readings again) and is reported; so does
-  any gap that `score`'s reader left out of the series (`push(..., split=True)`: a register's
-  drop, a gap longer than its --max-gap);
+  restarts the history (the meter needs `max_window` readings again) and is reported
+  (`meterwatch score` uses `max_gap=0`: its reader has interpolated what it may, so every step
+  left in a series, a register's drop or a gap longer than its --max-gap, is a split);
 - normalisation: the meter's training statistics from the bundle, else fitted on its first
   `warmup` consecutive readings (no scores while warming up; a gap too long to fill starts the
   warm-up again). Those readings stay (`warm_values`, the newest at `warm_end_ts`) until the
@@ -56,8 +56,7 @@ class MeterHistory:
     def ready(self) -> bool:
         return self.normaliser is not None and len(self.values) >= self.max_window
 
-    def push(self, ts: int, value: float, split: bool = False) -> PushResult:
-        """`split`: the series is split before this reading; no window spans the step to it."""
+    def push(self, ts: int, value: float) -> PushResult:
         if self.last_ts is None:
             self._append(ts, value)
             return PushResult("ok")
@@ -73,7 +72,7 @@ class MeterHistory:
         if steps < 0:
             return self._late(-steps, value)
         missing = steps - 1
-        if missing > self.max_gap or (split and missing):
+        if missing > self.max_gap:
             self.values, self.filled = [], []
             if self.normaliser is None:
                 self.warm_values = []  # the warm-up's readings are consecutive

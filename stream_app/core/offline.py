@@ -1,9 +1,10 @@
-"""`meterwatch score`: replay a whole series through the worker's per-meter state and scorer.
+"""`meterwatch score`: replay a whole series through the worker's batch path.
 
-Every reading goes through MeterHistory.push exactly as a Kafka reading would, and ready
-readings are scored in batches by Detector.score_batch with the meter's calibration
-(stream_app.core.calibration), so a CSV scored here and the same readings streamed through the
-worker get the same flags.
+The series' readings go, a batch at a time, through `StreamScorer.process`, the function the
+worker calls for every batch it reads (state in bytes between batches and all), so a CSV scored
+here and the same readings streamed through the worker get the same flags and alerts. The
+reader has already interpolated the short gaps it may, so every step longer than the interval
+left in a series is a split the windows must not span (`max_gap=0` here).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stream_app.core.meter_window import MeterHistory
-from stream_app.core.scoring import Detector, RowContext
+from stream_app.core.records import Reading
+from stream_app.core.scoring import Detector
 from stream_app.core.series import MeterSeries
+from stream_app.core.stream_scoring import RowScore, StreamScorer
 
 BATCH = 512
 
@@ -49,48 +52,24 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
     window = np.zeros(n, dtype=np.int64)
     reason = ["warming up"] * n
     kind = [""] * n
-    history = new_history(detector, series.meter_id, series.interval_s)
-    calibration = None
-    pending_rows: list[int] = []
-    pending_windows: list[np.ndarray] = []
-    pending_raw: list[np.ndarray] = []
-
-    def flush() -> None:
-        if not pending_rows:
-            return
-        windows = detector.trailing_windows(np.stack(pending_windows))
-        rows = np.asarray(pending_rows)
-        context = RowContext(np.stack(pending_raw), series.timestamps[rows],
-                             [series.meter_id] * len(rows), series.interval_s,
-                             [calibration] * len(rows))
-        result = detector.score_batch(windows, [series.category] * len(rows), context)
-        score[rows], z[rows] = result.score, result.z
-        flagged[rows] = result.flagged
-        for k, row in enumerate(pending_rows):
-            window[row] = detector.feature_source(int(result.reason_feature[k]))[1]
-            reason[row] = detector.explain(result, k) if result.flagged[k] else ""
-            kind[row] = result.kind(k) if result.flagged[k] else ""
-        pending_rows.clear()
-        pending_windows.clear()
-        pending_raw.clear()
-
+    scorer = StreamScorer(detector, max_gap=0)
+    meter, interval = series.meter_id, int(series.interval_s)
+    readings = [Reading(meter, int(ts) * 1000, value, series.category, interval_s=interval)
+                for ts, value in zip(series.timestamps.tolist(), series.values.tolist())]
+    states: dict[str, bytes | None] = {meter: None}
     waiting = ""  # why a reading after a long gap is not scored yet
-    splits = set(series.segment_starts().tolist()[1:])  # no window spans a gap of the series
-    for row, (ts, value) in enumerate(zip(series.timestamps.tolist(), series.values.tolist())):
-        outcome = history.push(int(ts), float(value), split=row in splits)
-        if outcome.restarted:  # a gap too long to fill: the windows fill again from here
-            waiting = f"windows filling again after a gap of {outcome.gap_readings} readings"
-        if not history.ready and outcome.status == "ok" and waiting:
-            reason[row] = waiting
-        if history.ready and calibration is None:
-            calibration = detector.calibration_for(series.meter_id, history, series.category)
-        if outcome.status == "ok" and history.ready:
-            pending_rows.append(row)
-            pending_windows.append(history.normalised_window())
-            pending_raw.append(np.asarray(history.values, dtype=np.float64))
-            if len(pending_rows) >= BATCH:
-                flush()
-        elif outcome.status != "ok":
-            reason[row] = outcome.reason or outcome.status
-    flush()
+    for at in range(0, n, BATCH):
+        result = scorer.process(readings[at:at + BATCH], states, now_ms=0, detail=True)
+        states[meter] = result.states[meter]
+        gaps = {i: a.window_size for a, i in zip(result.alerts, result.raised_by)
+                if a.kind == "gap"}
+        for i, row in enumerate(result.rows):
+            if i in gaps:  # a gap the windows do not span: they fill again from here
+                waiting = f"windows filling again after a gap of {gaps[i]} readings"
+            if isinstance(row, RowScore):
+                k = at + i
+                score[k], z[k], flagged[k], window[k] = row.score, row.z, row.flagged, row.window
+                reason[k], kind[k] = row.reason, row.kind
+            elif row != "warming up" or waiting:
+                reason[at + i] = waiting if row == "warming up" else row
     return SeriesScores(series, score, z, flagged, window, reason, kind)

@@ -33,6 +33,18 @@ from stream_app.core.scoring import Detector, RowContext
 
 
 @dataclass
+class RowScore:
+    """What scoring said about one reading of the batch (`process(..., detail=True)`)."""
+
+    score: float
+    z: float
+    flagged: bool
+    window: int  # the window size behind the reason
+    reason: str  # why it was flagged ("" when not)
+    kind: str  # "anomaly" or a data-fault kind when flagged, else ""
+
+
+@dataclass
 class BatchResult:
     alerts: list[Alert] = field(default_factory=list)
     raised_by: list[int] = field(default_factory=list)  # per alert: its reading's batch index
@@ -40,6 +52,8 @@ class BatchResult:
     states: dict[str, bytes] = field(default_factory=dict)  # meter_id -> new state
     outcomes: Counter = field(default_factory=Counter)  # scored / warming_up / duplicate / ...
     score_seconds: float = 0.0
+    # with detail=True, per reading of the batch: its RowScore when scored, else why not
+    rows: list[RowScore | str] = field(default_factory=list)
 
 
 @dataclass
@@ -89,14 +103,19 @@ class StreamScorer:
 
     def process(self, readings: list[Reading], states: dict[str, bytes | None],
                 now_ms: int | None = None,
-                positions: list[tuple[str, int]] | None = None) -> BatchResult:
+                positions: list[tuple[str, int]] | None = None,
+                detail: bool = False) -> BatchResult:
         """Readings in arrival order; `states`: each meter's stored state (None when new).
 
         `positions`: each reading's source (input "topic:partition", offset). The state keeps the
         highest offset applied per source partition, so an event read again after a crash (the
         state's changelog runs ahead of committed offsets) counts as a duplicate instead of
-        being applied twice or refused as out of order."""
+        being applied twice or refused as out of order.
+
+        `detail`: also say, per reading, what scoring found or why it was not scored
+        (`result.rows`), as `meterwatch score` writes it."""
         result = BatchResult()
+        why: list[RowScore | str] = result.rows
         produced = int(time.time() * 1000) if now_ms is None else now_ms
         histories: dict[str, MeterHistory] = {}
         applied: dict[str, dict[str, int]] = {}
@@ -119,6 +138,8 @@ class StreamScorer:
                 where, offset = positions[index]
                 if offset <= applied[meter].get(where, -1):
                     result.outcomes["duplicate"] += 1
+                    if detail:
+                        why.append("duplicate")
                     continue
                 applied[meter][where] = offset
             history = histories[meter]
@@ -130,6 +151,9 @@ class StreamScorer:
             if outcome.restarted:
                 result.alerts.append(self._gap_alert(reading, outcome.gap_readings, produced))
                 result.raised_by.append(index)
+            if detail:
+                why.append(outcome.reason or outcome.status if outcome.status != "ok"
+                           else "" if history.ready else "warming up")
             if outcome.status == "rejected":
                 result.refused.append((index, outcome.reason))
                 result.outcomes["refused"] += 1
@@ -144,7 +168,7 @@ class StreamScorer:
                 result.outcomes["scored"] += 1
         if rows:
             started = time.perf_counter()
-            self._score(rows, histories, result, produced)
+            self._score(rows, histories, result, produced, detail)
             result.score_seconds = time.perf_counter() - started
         for meter, history in histories.items():
             cal = calibrations[meter]
@@ -165,7 +189,8 @@ class StreamScorer:
             cal.forest_mean = cal.forest_top = float("nan")  # another bundle's scores
         return cal
 
-    def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int) -> None:
+    def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int,
+               detail: bool) -> None:
         """One score_batch per bundle in use; a meter's rows stay in time order."""
         groups: dict[int, list[_Row]] = {}
         for row in rows:
@@ -190,6 +215,11 @@ class StreamScorer:
                 if alert is not None:
                     result.alerts.append(alert)
                     result.raised_by.append(row.index)
+                if detail:
+                    result.rows[row.index] = RowScore(
+                        float(scores.score[k]), float(scores.z[k]), flagged,
+                        detector.feature_source(int(scores.reason_feature[k]))[1],
+                        details.reason if details else "", scores.kind(k) if flagged else "")
             self.timings = detector.timings
 
     def _detection(self, k: int, row: _Row, scores, histories) -> Detection:

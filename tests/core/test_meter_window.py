@@ -69,14 +69,15 @@ def test_long_gap_restarts_history():
     assert h.values == [9.0] and not h.ready and h.last_ts == 10 * IV
 
 
-def test_a_split_restarts_history_however_short_the_gap():
-    """score's series left the step out (a register's drop): no window spans it."""
-    h = history()
+def test_max_gap_zero_restarts_history_at_any_step_left_out():
+    """score's replay: its reader interpolated what it may, so a step left in the series (a
+    register's drop) is a split, however short; no window spans it."""
+    h = history(max_gap=0)
     feed(h, [0.0, 1.0, 2.0, 3.0, 4.0])
-    result = h.push(6 * IV, 9.0, split=True)
+    result = h.push(6 * IV, 9.0)
     assert result.restarted and result.gap_readings == 1
     assert h.values == [9.0] and not h.ready
-    assert not h.push(7 * IV, 9.5, split=True).restarted  # no step left out: nothing to split
+    assert not h.push(7 * IV, 9.5).restarted  # no step left out: nothing to split
 
 
 def test_off_grid_rejected_small_jitter_snapped():
