@@ -128,8 +128,10 @@ def cmd_score(args) -> int:
     detector = Detector(Bundle.load(args.model))
     trained = list(detector.bundle.manifest.normalisation.meters)
     # a bundle of one meter scores a file that names no meter as that meter, not as a
-    # stranger that warms up first
-    only = trained[0] if len(trained) == 1 and args.meter_id is None else None
+    # stranger that warms up first; not the shipped bundle: its one meter is a steel plant,
+    # and a file of the user's own meter is not its readings
+    own = args.model != DEFAULT_BUNDLE
+    only = trained[0] if len(trained) == 1 and args.meter_id is None and own else None
     series = _read(args, only)
     for s in series:
         for repair in s.repairs:

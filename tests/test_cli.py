@@ -227,22 +227,23 @@ def test_score_refuses_another_interval_than_the_bundles(tmp_path, capsys):
     out = tmp_path / "out.csv"
     assert main(["score", "--input", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith(  # the file names no meter: the bundle's one
-        "meter steel: readings every 300 s, but bundle default@2 was trained on readings every "
+    assert len(err) == 1 and err[0].endswith(  # the file names no meter: named after it
+        "meter five: readings every 300 s, but bundle default@2 was trained on readings every "
         "900 s (resample with --interval 15min)")
     assert main(["score", "--input", str(path), "--out", str(out), "--interval", "15min"]) == 0
-    assert "meter steel: 864 rows, " in capsys.readouterr().err  # one per input row
+    assert "meter five: 864 rows, " in capsys.readouterr().err  # one per input row
 
 
 @pytest.mark.parametrize(("header", "cell", "flags", "meter", "note"), [
-    ("timestamp,value", "", [], "steel", True),  # names no meter: the bundle's one meter
+    ("timestamp,value", "", [], "plant7", False),  # names no meter: named after its file
     ("timestamp,meter_id,value", "m7,", [], "m7", False),
     ("timestamp,value", "", ["--meter-id", "m8"], "m8", False),
 ])
-def test_a_one_meter_bundle_scores_a_file_that_names_no_meter_as_its_meter(
+def test_the_shipped_bundle_takes_no_file_for_its_steel_plant(
         tmp_path, capsys, header, cell, flags, meter, note):
-    """The shipped bundle knows one meter (steel): a file without a meter column or --meter-id
-    is that meter, said in one line on stderr, and scored without warming up."""
+    """The shipped bundle knows one meter, a steel plant: a file of the user's own meter is
+    not taken for it (a bundle of the user's one meter is: tests/io/test_messy_corpus.py); it
+    warms up as a meter of its own."""
     rows = [f"2025-01-{1 + k // 96:02d}T{(k % 96) // 4:02d}:{(k % 4) * 15:02d}:00Z,{cell}"
             f"{40 + 20 * ((k // 8) % 2)}" for k in range(96 * 3)]
     path = tmp_path / "plant7.csv"
@@ -256,4 +257,4 @@ def test_a_one_meter_bundle_scores_a_file_that_names_no_meter_as_its_meter(
     scores = _rows_of(tmp_path / "o.csv")
     assert len(scores) == len(rows) and {r["meter_id"] for r in scores} == {meter}
     warming = sum(1 for r in scores if r["reason"] == "warming up")
-    assert (warming < 100) == (meter == "steel"), warming  # a stranger warms up for 192
+    assert warming >= 191, warming  # a stranger warms up on 192 readings (scored from the 192nd)
