@@ -29,9 +29,11 @@ reported. The rules (docs/DATA_IN.md says them to users):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from stream_app.core.errors import InputError
 from stream_app.core.timestamps import format_timestamp
@@ -111,18 +113,20 @@ def _unique(ts: np.ndarray) -> np.ndarray:
     return times[np.r_[True, times[1:] != times[:-1]]]
 
 
-def _rows(lines) -> str:
-    lines = sorted(int(x) for x in lines)
-    if len(lines) == 1:
-        return f"row {lines[0]}"
-    if len(lines) <= 3:
-        return f"rows {', '.join(map(str, lines[:-1]))} and {lines[-1]}"
-    return f"rows {', '.join(map(str, lines[:3]))}, ... ({len(lines)} in all)"
+def _rows(lines: Iterable[int]) -> str:
+    rows = sorted(int(x) for x in lines)
+    if len(rows) == 1:
+        return f"row {rows[0]}"
+    if len(rows) <= 3:
+        return f"rows {', '.join(map(str, rows[:-1]))} and {rows[-1]}"
+    return f"rows {', '.join(map(str, rows[:3]))}, ... ({len(rows)} in all)"
 
 
-def build_grid(meter: str, ts, values, labels, lines, *, interval_s: int | None = None,
+def build_grid(meter: str, ts: npt.ArrayLike, values: npt.ArrayLike, labels: npt.ArrayLike,
+               lines: npt.ArrayLike, *, interval_s: int | None = None,
                tolerance_s: float | None = None, duplicates: str = "last",
-               max_gap: int = 4, aggregate: str = "sum", breaks=None) -> Grid:
+               max_gap: int = 4, aggregate: str = "sum",
+               breaks: npt.ArrayLike | None = None) -> Grid:
     """Arrays in file order -> the meter's regular grid; see the module docstring. `breaks`:
     bool per row, True where the series is split (the row's value is unknown)."""
     ts = np.asarray(ts, dtype=np.int64)
@@ -215,8 +219,10 @@ def _slot_order(slot: np.ndarray, lines: np.ndarray) -> tuple[np.ndarray, np.nda
     return order, np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
 
 
-def _resolve_slots(meter, slot, on, ts, values, labels, lines, policy, notes, repairs,
-                   aggregate="sum"):
+def _resolve_slots(meter: str, slot: np.ndarray, on: np.ndarray, ts: np.ndarray,
+                   values: np.ndarray, labels: np.ndarray, lines: np.ndarray, policy: str,
+                   notes: list[str], repairs: list[str], aggregate: str = "sum"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per occupied slot (ascending): its value, label and the row that stands for it."""
     order, starts = _slot_order(slot, lines)
     counts = np.diff(np.r_[starts, len(order)])
@@ -224,13 +230,15 @@ def _resolve_slots(meter, slot, on, ts, values, labels, lines, policy, notes, re
     slots = slot[rep]
     slot_values = values[rep]
     slot_labels = labels[rep]
-    identical, empty, conflicts = [], [], []
+    identical: list[int] = []
+    empty: list[int] = []
+    conflicts: list[list[int]] = []
     for g in np.flatnonzero(counts > 1):
         rows = order[starts[g]:starts[g] + counts[g]]  # file order
         if not np.isnan(values[rows]).all():
             empty += [r for r in rows if np.isnan(values[r])]
-            rows = [r for r in rows if not np.isnan(values[r])]
-        kept = []
+            rows = rows[~np.isnan(values[rows])]
+        kept: list[int] = []
         for r in rows:  # identical: same time if off the grid, same slot if on it
             twin = next((k for k in kept if on[k] == on[r] and (on[r] or ts[k] == ts[r])
                          and _same(values[k], values[r]) and labels[k] == labels[r]), None)
@@ -287,7 +295,7 @@ def _check_finite(meter: str, slot_values: np.ndarray) -> None:
                          "largest number")
 
 
-def _check_span(meter, slots, rep_lines, interval) -> None:
+def _check_span(meter: str, slots: np.ndarray, rep_lines: np.ndarray, interval: int) -> None:
     """Refuse, before any grid is allocated, an absurd span."""
     n = int(slots[-1] - slots[0]) + 1
     if n > MAX_GRID:
@@ -322,7 +330,8 @@ def _fill_missing(meter: str, grid: np.ndarray, values: np.ndarray, lines: np.nd
         repairs.append(f"{meter}: dropped {len(values) - hi} missing readings at the end "
                        f"({_describe(lines, hi, len(values))})")
     edges = np.diff(np.concatenate(([0], missing[lo:hi].astype(np.int8), [0])))
-    for a, b in zip(np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo):
+    starts, ends = np.flatnonzero(edges == 1) + lo, np.flatnonzero(edges == -1) + lo
+    for a, b in zip(starts.tolist(), ends.tolist()):
         if split[a:b].any():
             continue
         where = _describe(lines, a, b)

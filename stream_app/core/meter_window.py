@@ -22,12 +22,20 @@ way by `meterwatch score` and the worker:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 import numpy as np
 
 from stream_app.core.preprocessing import Normaliser
 
 OFF_GRID_TOLERANCE = 0.1  # fraction of an interval a timestamp may be late or early
+
+
+class HistoryRules(TypedDict, total=False):
+    """The rules a caller may set for a history (MeterHistory's fields of these names)."""
+
+    max_gap: int
+    late_tolerance: int
 
 
 @dataclass
@@ -127,9 +135,10 @@ class MeterHistory:
 
     def normalised_window(self) -> np.ndarray:
         """The last max_window readings, normalised (float32). Only when ready."""
+        assert self.normaliser is not None, "a history is scored only when ready"
         return self.normaliser.apply(np.asarray(self.values, dtype=np.float64))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "last_ts": self.last_ts,
             "values": self.values,
@@ -140,7 +149,7 @@ class MeterHistory:
         }
 
     @classmethod
-    def from_dict(cls, data: dict, **config) -> MeterHistory:
+    def from_dict(cls, data: dict[str, Any], **config: int) -> MeterHistory:
         norm = data["normaliser"]
         return cls(
             **config,

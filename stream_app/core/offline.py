@@ -10,10 +10,11 @@ left in a series is a split the windows must not span (`max_gap=0` here).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import numpy as np
 
-from stream_app.core.meter_window import MeterHistory
+from stream_app.core.meter_window import HistoryRules, MeterHistory
 from stream_app.core.records import Reading
 from stream_app.core.scoring import Detector
 from stream_app.core.series import MeterSeries
@@ -33,7 +34,8 @@ class SeriesScores:
     kind: list[str]  # "anomaly" or a data-fault kind where flagged, else ""
 
 
-def new_history(detector: Detector, meter_id: str, interval_s: int, **rules) -> MeterHistory:
+def new_history(detector: Detector, meter_id: str, interval_s: int,
+                **rules: Unpack[HistoryRules]) -> MeterHistory:
     bundle = detector.bundle
     return MeterHistory(
         max_window=bundle.max_window,

@@ -21,15 +21,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from stream_app.core.alerts import Alert, AlertTracker, Detection
 from stream_app.core.calibration import MeterCalibration
 from stream_app.core.meter_state import MeterState
-from stream_app.core.meter_window import MeterHistory
+from stream_app.core.meter_window import HistoryRules, MeterHistory
+from stream_app.core.model_bundle import Bundle
 from stream_app.core.records import Reading
-from stream_app.core.scoring import Detector, RowContext
+from stream_app.core.scoring import BatchScores, Detector, RowContext
+
+
+class BundleChooser(Protocol):
+    """What the scorer asks of a registry (stream_app.stream.registry.Registry, which core may
+    not import): the detector for a reading's company and industry profile."""
+
+    def resolve(self, company: str | None, profile: str | None) -> Detector: ...
 
 
 @dataclass
@@ -50,7 +59,7 @@ class BatchResult:
     raised_by: list[int] = field(default_factory=list)  # per alert: its reading's batch index
     refused: list[tuple[int, str]] = field(default_factory=list)  # (index in batch, reason)
     states: dict[str, bytes] = field(default_factory=dict)  # meter_id -> new state
-    outcomes: Counter = field(default_factory=Counter)  # scored / warming_up / duplicate / ...
+    outcomes: Counter[str] = field(default_factory=Counter)  # scored / warming_up / duplicate / ...
     score_seconds: float = 0.0
     # with detail=True, per reading of the batch: its RowScore when scored, else why not
     rows: list[RowScore | str] = field(default_factory=list)
@@ -68,14 +77,15 @@ class _Row:
 
 class StreamScorer:
     def __init__(self, detector: Detector, *, max_gap: int = 4, late_tolerance: int = 4,
-                 cooldown: int = 4, update_every: int = 8, registry=None):
+                 cooldown: int = 4, update_every: int = 8,
+                 registry: BundleChooser | None = None) -> None:
         """`registry` (stream_app.stream.registry.Registry), when given, picks each reading's bundle by
         company, then industry profile, then default; else `detector` scores everything."""
         self.registry = registry
         self.detector = detector
         self.timings = detector.timings  # of the last scored group
         self.bundle = detector.bundle
-        self.rules = {"max_gap": max_gap, "late_tolerance": late_tolerance}
+        self.rules: HistoryRules = {"max_gap": max_gap, "late_tolerance": late_tolerance}
         self.tracker = AlertTracker(bundle_version=self.bundle.version,
                                     model="+".join(self.bundle.models),
                                     cooldown=cooldown, update_every=update_every)
@@ -93,13 +103,13 @@ class StreamScorer:
             return self.detector
         return self.registry.resolve(reading.company, reading.profile)
 
-    def _history(self, reading: Reading, state: MeterState | None, bundle) -> MeterHistory:
-        config = {"max_window": bundle.max_window, "interval_s": reading.interval_s,
-                  "warmup": bundle.manifest.warmup_readings, **self.rules}
+    def _history(self, reading: Reading, state: MeterState | None, bundle: Bundle) -> MeterHistory:
+        size, warmup = bundle.max_window, bundle.manifest.warmup_readings
         if state is None:
-            return MeterHistory(**config, normaliser=bundle.normaliser_for(reading.meter_id))
-        config["interval_s"] = state.interval_s
-        return MeterHistory.from_dict(state.history, **config)
+            return MeterHistory(max_window=size, interval_s=reading.interval_s, warmup=warmup,
+                                normaliser=bundle.normaliser_for(reading.meter_id), **self.rules)
+        return MeterHistory.from_dict(state.history, max_window=size, interval_s=state.interval_s,
+                                      warmup=warmup, **self.rules)
 
     def process(self, readings: list[Reading], states: dict[str, bytes | None],
                 now_ms: int | None = None,
@@ -162,9 +172,10 @@ class StreamScorer:
             elif not history.ready:
                 result.outcomes["warming_up"] += 1
             else:
+                calibration = calibrations[meter]
+                assert calibration is not None  # set above once the history is ready
                 rows.append(_Row(index, reading, np.asarray(history.values),
-                                 history.normalised_window(), detectors[meter],
-                                 calibrations[meter]))
+                                 history.normalised_window(), detectors[meter], calibration))
                 result.outcomes["scored"] += 1
         if rows:
             started = time.perf_counter()
@@ -189,8 +200,8 @@ class StreamScorer:
             cal.forest_mean = cal.forest_top = float("nan")  # another bundle's scores
         return cal
 
-    def _score(self, rows: list[_Row], histories, result: BatchResult, produced: int,
-               detail: bool) -> None:
+    def _score(self, rows: list[_Row], histories: dict[str, MeterHistory], result: BatchResult,
+               produced: int, detail: bool) -> None:
         """One score_batch per bundle in use; a meter's rows stay in time order."""
         groups: dict[int, list[_Row]] = {}
         for row in rows:
@@ -222,7 +233,8 @@ class StreamScorer:
                         details.reason if details else "", scores.kind(k) if flagged else "")
             self.timings = detector.timings
 
-    def _detection(self, k: int, row: _Row, scores, histories) -> Detection:
+    def _detection(self, k: int, row: _Row, scores: BatchScores,
+                   histories: dict[str, MeterHistory]) -> Detection:
         detector = row.detector
         feature = int(scores.reason_feature[k])
         model, w, _ = detector.feature_source(feature)
@@ -233,7 +245,8 @@ class StreamScorer:
                           strict=True))
         reading = row.reading
         zscore, threshold = scores.measure(k)  # of the branch that flagged it
-        lower = upper = ()
+        lower: tuple[float, ...] = ()
+        upper: tuple[float, ...] = ()
         profile = scores.profiles[k] if scores.profiles else None
         if profile is not None:  # what this meter usually reads at these hours of the week
             ts = reading.ts_s - np.arange(w - 1, -1, -1) * reading.interval_s

@@ -129,13 +129,11 @@ def read_meter_csv(
     if duplicates not in DUPLICATE_POLICIES:
         raise InputError(f"duplicates policy {duplicates!r}: choose one of "
                          f"{', '.join(DUPLICATE_POLICIES)}")
-    grid = {"interval_s": None if interval is None else parse_duration(interval),
-            "tolerance_s": None if grid_tolerance is None else parse_duration(
-                grid_tolerance, "grid tolerance", allow_zero=True),
-            "duplicates": duplicates, "max_gap": max_gap}
+    interval_s = None if interval is None else parse_duration(interval)
+    tolerance_s = None if grid_tolerance is None else parse_duration(
+        grid_tolerance, "grid tolerance", allow_zero=True)
     factor, power = UNITS[unit]
-    if power:
-        grid["aggregate"] = "mean"
+    aggregate = "mean" if power else "sum"
     zone = parse_tz(tz)
     path = Path(path)
     try:
@@ -170,11 +168,13 @@ def read_meter_csv(
         shared: list[tuple[int, int, float]] = []
         breaks = None
         if cumulative:
-            values, breaks = _register_deltas(meter, ts, values, lines, grid["interval_s"], notes,
+            values, breaks = _register_deltas(meter, ts, values, lines, interval_s, notes,
                                               shared)
         elif not power:
             notes += _register_hint(meter, ts, values)
-        g = build_grid(meter, ts, values, labels, lines, breaks=breaks, **grid)
+        g = build_grid(meter, ts, values, labels, lines, interval_s=interval_s,
+                       tolerance_s=tolerance_s, duplicates=duplicates, max_gap=max_gap,
+                       aggregate=aggregate, breaks=breaks)
         grid_values = g.values * (g.interval_s / 3600.0) if power else g.values
         for end, span, share in shared:  # the slots a register step spans get its share
             want = end - g.interval_s * np.arange(1, span)

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import orjson
 from aiokafka.partitioner import murmur2
 
 from stream_app.core.records import Reading
 from stream_app.stream.dead_letters import Original
+
+if TYPE_CHECKING:
+    from faust.types import EventT, Message
 
 SOURCE = "meterwatch-source"  # header of an internal message: its readings' source positions
 ORIGINAL = "meterwatch-original"  # header: the original values that differ from their lines
@@ -51,7 +55,7 @@ def internal_partition(meter_id: str, partitions: int) -> int:
 class Group:
     """The readings of one ingest batch bound for one internal partition: one message."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.sources: dict[str, int] = {}  # "topic:partition" -> index
         self.where: list[int] = []  # per reading: index into sources
@@ -62,7 +66,7 @@ class Group:
         self.original_bytes: list[bytes] = []
         self.size = 0  # bytes of lines and originals so far
 
-    def add(self, reading: Reading, message, raw: bytes) -> None:
+    def add(self, reading: Reading, message: Message, raw: bytes) -> None:
         """`raw`: the value of `message` that decoded to `reading`."""
         source = f"{message.topic}:{message.partition}"
         self.where.append(self.sources.setdefault(source, len(self.sources)))
@@ -128,7 +132,7 @@ class Item:
         return Source(topic, int(partition), self.position[1], self.key)
 
 
-def items(event) -> list[Item]:
+def items(event: EventT) -> list[Item]:
     """The readings of an internal message; one without a valid source header (a reading
     written by hand, say) stands for itself at its own position."""
     headers = event.message.headers or {}
@@ -146,7 +150,8 @@ def items(event) -> list[Item]:
                  Original.of(line)) for line in lines]
 
 
-def _from_headers(event, lines: list[bytes], header, originals: bytes) -> list[Item] | None:
+def _from_headers(event: EventT, lines: list[bytes], header: bytes | None,
+                  originals: bytes) -> list[Item] | None:
     if not header:
         return None
     h = orjson.loads(header)
