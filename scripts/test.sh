@@ -17,11 +17,12 @@ fi
 mypy_clean=(
   # stream_app.core, strict
   stream_app/core/__init__.py stream_app/core/accuracy.py stream_app/core/alerts.py
-  stream_app/core/dtw.py stream_app/core/errors.py stream_app/core/inference.py
-  stream_app/core/isolation_forest.py stream_app/core/manifest.py stream_app/core/meter_state.py
-  stream_app/core/model_bundle.py stream_app/core/preprocessing.py
+  stream_app/core/dtw.py stream_app/core/errors.py stream_app/core/grid.py
+  stream_app/core/inference.py stream_app/core/isolation_forest.py stream_app/core/manifest.py
+  stream_app/core/meter_state.py stream_app/core/meter_window.py stream_app/core/model_bundle.py
+  stream_app/core/offline.py stream_app/core/preprocessing.py
   stream_app/core/profiles/__init__.py stream_app/core/records.py stream_app/core/series.py
-  stream_app/core/thresholds.py stream_app/core/timestamps.py
+  stream_app/core/stream_scoring.py stream_app/core/thresholds.py stream_app/core/timestamps.py
   # the rest
   stream_app/__init__.py stream_app/cli.py stream_app/models/__init__.py
   stream_app/stream/__init__.py stream_app/stream/app.py stream_app/stream/context.py
@@ -31,12 +32,12 @@ mypy_clean=(
   stream_app/stream/retention.py stream_app/stream/settings.py stream_app/stream/silence.py
   stream_app/stream/timers.py stream_app/stream/topics.py stream_app/stream/worker.py
   stream_app/io/__init__.py stream_app/io/alerts_cli.py stream_app/io/greenbutton.py
-  stream_app/io/replay.py
+  stream_app/io/replay.py stream_app/io/series_io.py
   stream_app/devtools/__init__.py stream_app/devtools/anomalies.py stream_app/devtools/brokers.py
   stream_app/devtools/demo.py stream_app/devtools/evaluate.py stream_app/devtools/kafka_broker.py
   stream_app/devtools/simulator.py stream_app/devtools/sweep.py
   training/__init__.py training/adversarial.py training/export.py training/models.py
-  training/train.py
+  training/pipeline.py training/train.py
 )
 .venv/bin/mypy --follow-imports=silent "${mypy_clean[@]}"
 # The Numba kernels also run as plain Python, so that their logic is tested, not only their compile.

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
+from torch import nn
 
 from stream_app.core.accuracy import precision_recall_f1
 from stream_app.core.errors import InputError
@@ -262,7 +263,7 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     _check_history(meters, max_w, cap)
     recent = min(options.recent_readings, min(sizes))  # a window's newest readings, at most all
     files: dict[str, FileEntry] = {}  # sha256 and bytes: filled in by write_manifest
-    models: dict[tuple[str, int], object] = {}
+    models: dict[tuple[str, int], nn.Module] = {}
     history: dict[str, dict] = {}
     for w in sizes:
         # dense windows (one per reading): the trainer draws a fresh subset every epoch, so
@@ -314,7 +315,8 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     sk_forest = IsolationForest(n_estimators=options.n_estimators, random_state=options.seed)
     sk_forest.fit(forest_features(train_feats, median))
     forest = ForestScorer.from_sklearn(sk_forest)
-    np.savez(out / FOREST_FILE, **forest.to_arrays())
+    arrays = forest.to_arrays()
+    np.savez(out / FOREST_FILE, **arrays)  # type: ignore[arg-type]  # stub: a **dict might fill allow_pickle
     files[FOREST_FILE] = FileEntry(sha256="", bytes=0, role="isolation_forest", model=None,
                                    window=None, config={"n_estimators": options.n_estimators},
                                    parity_max_abs_diff=None, opset=None)
