@@ -21,6 +21,7 @@ moves):
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 
 log = logging.getLogger("meterwatch.worker")
@@ -122,8 +123,11 @@ def one_transaction_per_worker() -> None:
     Here all of a worker's sends and offsets go through one transaction, on the producer of its
     lowest assigned partition (Faust still starts one per assigned partition: that fences a
     stale owner and aborts a crashed one's open transaction). Each commit (every 2.8 s, Faust's
-    commit interval) waits until no `take_events` batch is half processed, flushes Faust's
-    buffer of table writes and the producer (aiokafka's commit does not flush), then commits
+    commit interval) waits until no `take_events` batch is half processed, drains Faust's
+    buffer of table writes (its own `flush` gives up after 0.1 s without a send, and returns
+    while the last write it took is still on its way: a batch's state could then fall into the
+    next transaction while its alerts commit in this one, and a kill in between sent those
+    alerts again), flushes the producer (aiokafka's commit does not flush), then commits
     the outputs with the offsets read so far — or alone (a timer's alert must not wait for
     input). So a batch's state, alerts and offset are committed together; a batch processed
     after the offsets were chosen is committed without its offset and, after a crash, read
@@ -134,6 +138,7 @@ def one_transaction_per_worker() -> None:
     from faust.exceptions import ProducerSendError
     from faust.streams import Stream
     from faust.transport.consumer import Consumer, TransactionManager
+    from faust.transport.producer import ProducerBuffer
 
     if getattr(TransactionManager, "one_transaction", False):  # patched once per process
         return
@@ -154,6 +159,28 @@ def one_transaction_per_worker() -> None:
                 in_batch["n"] -= 1
                 if not in_batch["n"]:
                     idle.set()
+
+    sending = {"n": 0}  # table writes the buffer took off its queue and has not sent yet
+    original_send_pending = ProducerBuffer._send_pending
+
+    async def send_pending(self, fut) -> None:
+        sending["n"] += 1
+        try:
+            await original_send_pending(self, fut)
+        finally:
+            sending["n"] -= 1
+
+    async def drain(buffer) -> None:
+        """Until every table write queued is handed to the producer."""
+        waited = time.monotonic()
+        while buffer.size or sending["n"]:
+            await buffer.flush()  # waits for sends while there are queued writes
+            if sending["n"]:
+                await asyncio.sleep(0.001)
+            if time.monotonic() - waited > EOS_BATCH_WAIT_S:
+                log.warning("exactly_once: table writes still queued after %.0f s",
+                            EOS_BATCH_WAIT_S)
+                waited = time.monotonic()
 
     def lead(manager) -> str | None:
         producers = manager.producer._transaction_producers
@@ -179,7 +206,7 @@ def one_transaction_per_worker() -> None:
                 await asyncio.wait_for(idle.wait(), EOS_BATCH_WAIT_S)
             except TimeoutError:
                 log.warning("exactly_once: committing while a batch is still in progress")
-            await producer.buffer.flush()  # table writes: they go out through `send`
+            await drain(producer.buffer)  # table writes: they go out through `send`
             async with producer._trn_locks[tid]:
                 txn = producer._transaction_producers[tid]
                 if not txn._txn_manager.is_in_transaction():  # ended at a rebalance
@@ -206,6 +233,7 @@ def one_transaction_per_worker() -> None:
             return True
         return await self.transactions.commit({}, start_new_transaction)
 
+    _patch(ProducerBuffer, "_send_pending", send_pending)
     _patch(Stream, "take_events", take_events)
     _patch(TransactionManager, "send", send)
     _patch(TransactionManager, "commit", commit)

@@ -32,6 +32,8 @@ FINGERPRINTS = {
     "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer":
         "c2701bfc3e6f6cad",  # wrapped: Tansu's fetch wait
     "faust.transport.conductor:Conductor._flag_changes": "43eb94e0048312fc",  # called
+    "faust.transport.producer:ProducerBuffer._send_pending": "4a9d5f932b56bc68",  # wrapped:
+    # exactly_once's commit counts the table writes on their way
 }
 
 # (module:object, text its source must contain): private attributes the patches read or set
@@ -39,6 +41,8 @@ ATTRIBUTES = [
     ("faust.transport.drivers.aiokafka:Producer", "self._transaction_producers"),
     ("faust.transport.drivers.aiokafka:Producer", "self._trn_locks"),
     ("faust.transport.producer:Producer", "self.buffer"),
+    # the buffer's sending task looks the wrapped method up on the buffer
+    ("faust.transport.producer:ProducerBuffer", "send_pending = self._send_pending"),
     ("faust.transport.conductor:Conductor", "_resubscribe_sleep_lock_seconds"),
     ("aiokafka:AIOKafkaProducer", "self._txn_manager"),
     ("aiokafka.producer.transaction_manager:TransactionManager", "def is_in_transaction"),
