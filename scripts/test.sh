@@ -25,7 +25,7 @@ mypy_clean=(
   stream_app/core/stream_scoring.py stream_app/core/thresholds.py stream_app/core/timestamps.py
   # the rest
   stream_app/__init__.py stream_app/cli.py stream_app/models/__init__.py
-  stream_app/stream/__init__.py stream_app/stream/app.py stream_app/stream/context.py
+  stream_app/stream/__init__.py stream_app/stream/agents.py stream_app/stream/app.py stream_app/stream/context.py
   stream_app/stream/dead_letters.py stream_app/stream/feedback.py stream_app/stream/guard.py
   stream_app/stream/metrics.py stream_app/stream/pages.py stream_app/stream/patches.py
   stream_app/stream/registry.py stream_app/stream/rekey.py stream_app/stream/reload.py
