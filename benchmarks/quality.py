@@ -279,10 +279,9 @@ def _runs(flagged) -> int:
 
 
 def _evidence_score(r) -> np.ndarray:
-    """Ours' ranking score for AUC-PR: the forest's z, raised to above every limit where the
-    profile branch or a data-fault rule flagged (their decisions have no common z)."""
-    z = np.nan_to_num(r.z)
-    return np.where(r.flagged.astype(bool), np.maximum(z, 0) + 100.0, z)
+    """Ours' ranking score for AUC-PR: the strength of each reading (the largest score / limit
+    over the forest, time-of-week, jump and data-fault branches; BatchScores.strength)."""
+    return np.nan_to_num(r.strength, nan=0.0, neginf=0.0)
 
 
 def simulated(tmp: Path) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -28,6 +28,7 @@ class SeriesScores:
     window: np.ndarray  # window size behind the reason, 0 when not scored
     reason: list[str]
     kind: list[str]  # "anomaly" or a data-fault kind where flagged, else ""
+    strength: np.ndarray  # BatchScores.strength: above 1 where flagged, NaN where not scored
 
 
 def new_history(detector: Detector, meter_id: str, interval_s: int, **rules) -> MeterHistory:
@@ -45,6 +46,7 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
     n = len(series.values)
     score = np.full(n, np.nan)
     z = np.full(n, np.nan)
+    strength = np.full(n, np.nan)
     flagged = np.zeros(n, dtype=np.int8)
     window = np.zeros(n, dtype=np.int64)
     reason = ["warming up"] * n
@@ -64,7 +66,7 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
                              [series.meter_id] * len(rows), series.interval_s,
                              [calibration] * len(rows))
         result = detector.score_batch(windows, [series.category] * len(rows), context)
-        score[rows], z[rows] = result.score, result.z
+        score[rows], z[rows], strength[rows] = result.score, result.z, result.strength()
         flagged[rows] = result.flagged
         for k, row in enumerate(pending_rows):
             window[row] = detector.feature_source(int(result.reason_feature[k]))[1]
@@ -92,4 +94,4 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
         elif outcome.status != "ok":
             reason[row] = outcome.reason or outcome.status
     flush()
-    return SeriesScores(series, score, z, flagged, window, reason, kind)
+    return SeriesScores(series, score, z, flagged, window, reason, kind, strength)

@@ -72,6 +72,22 @@ class BatchScores:
         """The alert kind of a flagged row (stream_app.core.evidence.alert_kind)."""
         return alert_kind(self.branch[row])
 
+    def strength(self) -> np.ndarray:
+        """(n,) how far each row goes toward a flag: the largest score / limit over the
+        forest, the time-of-week and jump branches and the fault rules (above 1 where one
+        flags). Every limit is set at the same false-alert budget, so the ratios rank rows
+        across branches (AUC-PR, `meterwatch score`'s strength column)."""
+        ratios = [np.asarray(self.z, np.float64) / np.asarray(self.limit, np.float64)]
+        ev = self.evidence
+        if ev is not None:
+            ratios.append(ev.profile_score / ev.profile_limit)
+            if ev.jump_score is not None:
+                ratios.append(ev.jump_score / ev.jump_limit)
+            holds = np.asarray([f != "" for f in ev.fault])
+            ratios.append(np.where(holds, ev.fault_score / ev.fault_limit, 0.0))
+        stacked = np.stack(ratios)
+        return np.max(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
+
     def measure(self, row: int) -> tuple[float, float]:
         """(z, limit) an alert of the row states, so its severity: those of the branch that
         flagged it, z rounded to 4 places. The forest's z and the category limit; the profile's
