@@ -10,7 +10,9 @@ meter's normalised readings, all ending at that reading. Per batch of rows:
    error counts; higher = more anomalous);
 5. the score's z-score against normal scores is compared with the category's limit: the
    meter's own normal scores for a meter the bundle has never seen, else the bundle's of its
-   category (stream_app.core.calibration);
+   category (stream_app.core.calibration); with a profile, the forest flags only a reading
+   outside its hour of the week's band (an unusual window whose newest reading is usual is
+   where an anomaly is not: on LEAD such flags were all false);
 6. the evidence (stream_app.core.evidence): the time-of-week branch and the data-fault rules,
    OR-ed with the forest's decision.
 
@@ -324,6 +326,9 @@ class Detector:
                 if cal.own_forest:
                     z[part] = cal.forest_z(score[part], limit[part])
                     forest_flag[part] = z[part] > limit[part]
+                if cal.profile is not None:  # the forest flags a reading outside its band
+                    _, lo, hi = cal.profile.band(ts[part])
+                    forest_flag[part] &= (values[part, -1] < lo) | (values[part, -1] > hi)
                 for r in part.tolist():
                     profiles[r] = cal.profile
             rows = np.concatenate([part for _, part in wave])
