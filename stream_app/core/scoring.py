@@ -37,6 +37,7 @@ from stream_app.core.dtw import dtw_batch
 from stream_app.core.evidence import (
     FAULT_KINDS,
     JUMP_BASE,
+    RATIO_OFFSET,
     Evidence,
     MeterProfile,
     ProfileTable,
@@ -364,16 +365,25 @@ class Detector:
         expected, known = table.median[p, slots], table.known[p, slots].all(axis=1)
         hour = (ts[rows] % DAY_S) // 3600
         scale, level = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+        band_lo, band_hi = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
         limits = np.full(len(rows), np.inf)
         at = 0
         for cal, part in wave:
             k = slice(at, at + len(part))
             if cal.profile is not None:
                 scale[k], level[k] = cal.jump_scale[hour[k]], cal.profile.level
+                _, band_lo[k], band_hi[k] = cal.profile.band(ts[rows[k]])
                 limits[k] = cal.jump_limit
             at += len(part)
         anchor, size = jumps(values[rows], expected, level)
         size = np.where(known, size, np.nan)  # an hour not known yet is not judged
+        # a reading back inside its hour's band and nearer its profile than the ones before it
+        # (after a spike, a dip or an outage) is no anomaly, however far it jumps
+        c = np.maximum(RATIO_OFFSET * level, 1e-9)
+        back_home = (np.abs(np.log((values[rows, -1] + c) / (expected[:, -1] + c)))
+                     <= np.abs(np.log((anchor + c) / (expected[:, -1] + c))))
+        back_home &= (values[rows, -1] >= band_lo) & (values[rows, -1] <= band_hi)
+        limits = np.where(back_home, np.inf, limits)
         jz = jump_score(size, scale)
         ev.jump_size[rows], ev.jump_score[rows] = size, jz
         ev.jump_limit[rows], ev.jump_base[rows] = limits, anchor
