@@ -49,8 +49,8 @@ Online, at the first reading of each new UTC day, the day before is folded in:
   barely teaches and a persistent level shift still becomes the new normal within weeks (once
   the branch no longer flags it, at the full rate) instead of alerting every week for ever. An
   hour whose mean lies far outside its band (beyond it by the band's own width) on the same side
-  two weeks running has a new normal and takes that week's level at once (a building that
-  stopped opening its afternoons alerts for two weeks, not for two months). A
+  SHIFT_WEEKS weeks running has a new normal and takes that week's level at once (a building
+  that stopped opening its afternoons alerts for three weeks, not for two months). A
   young hour (seen fewer than YOUNG times) averages its readings, and its band each week's
   lowest and highest; a mature hour's band moves with its median. An hour first learned while
   it was not known (nothing could judge its readings) is provisional: its next day learns from
@@ -71,7 +71,7 @@ judged with the calibration as it stood at the start of its UTC day.
 State size: the profile's three statistics and the typical jumps as float16 relative to the
 largest normal reading (rounded so at every fold: the bytes hold exactly what is in memory),
 one byte per hour of the week for how often it was seen, bits for known, provisional and far
-outside its band (above, below), three
+outside its band (above, below, twice), three
 float16 histograms (64 and 2 x 48 bins), an unseen meter's error scale (float16) and the day's
 accumulators: about 2.3 KB, 2.9 KB as base85 text in the worker's JSON state; the whole meter
 state with its history is about 3.9 KB.
@@ -105,6 +105,7 @@ DAY_S = 86_400
 PROFILE_RATE = 0.2  # per week: a mature hour follows drift of its level at most this fast
 YOUNG = 4  # an hour seen fewer times than this averages all its readings
 FLAGGED_SHARE = 0.25  # a flagged reading's weight in a mature hour's update
+SHIFT_WEEKS = 3  # an hour far outside its band this many weeks running takes its new level
 CALIBRATION_DAYS = 7  # a warm-up meter learns its ratio spread and level in its first week
 MEMORY_DAYS = 28  # the score histograms forget with this memory
 PRIOR_DAYS = 7  # a trained meter's forest histogram starts as this many days of the bundle's
@@ -212,8 +213,8 @@ class MeterCalibration:
     profile: MeterProfile | None  # None: the bundle carries no evidence (the ablation)
     seen: np.ndarray  # (168,) uint8: how many days have shown each hour of the week
     provisional: np.ndarray = field(default_factory=lambda: np.zeros(SLOTS, bool))
-    # per hour of the week: its last day's mean was far above (+1) / below (-1) its band
-    # (beyond it by the band's own width from the median), else 0
+    # per hour of the week: for how many weeks running its mean was far above (+) / below (-)
+    # its band (beyond it by the band's own width), 0 to 2
     outside: np.ndarray = field(default_factory=lambda: np.zeros(SLOTS, np.int8))
     # hours of the week whose expectation rests on readings of that hour or of its kind of day
     # (evidence.ProfileTable: the others are not judged by the profile branch or dropout rule)
@@ -505,15 +506,17 @@ class MeterCalibration:
             return p
         self.provisional[slots] = (seen == 0) & ~known
         mean = (self.hour_sum[hours] + share * self.flag_sum[hours]) / weight
-        # a mature hour outside its band on the same side two weeks running has a new normal:
-        # it takes the new level from all its readings at once
+        # a mature hour far outside its band on the same side SHIFT_WEEKS weeks running has a
+        # new normal: it takes the new level from all its readings at once
         every = (self.hour_sum[hours] + self.flag_sum[hours]) / (n_ok + n_bad)
         med = p.median[slots]
         side = np.where(every > 2 * p.upper[slots] - med, 1,
                         np.where(every < 2 * p.lower[slots] - med, -1, 0))
         side = np.where(seen >= YOUNG, side, 0).astype(np.int8)
-        moved = (side != 0) & (side == self.outside[slots])
-        self.outside[slots] = np.where(moved, 0, side)
+        before = self.outside[slots]
+        streak = np.where((side != 0) & (np.sign(before) == side), np.abs(before) + 1, 1)
+        moved = (side != 0) & (streak >= SHIFT_WEEKS)
+        self.outside[slots] = np.where(moved, 0, side * streak)
         mean = np.where(moved, every, mean)
         lo = np.where(n_ok > 0, self.hour_min[hours].astype(np.float64) * self._scale(), mean)
         hi = np.where(n_ok > 0, self.hour_max[hours].astype(np.float64) * self._scale(), mean)
@@ -601,7 +604,8 @@ class MeterCalibration:
             parts += [np.float16(a / scale).astype("<f2").tobytes()
                       for a in (p.median, p.lower, p.upper)]
             parts.append(np.packbits(self.known).tobytes())
-        parts.append(np.packbits(np.concatenate((self.outside > 0, self.outside < 0))).tobytes())
+        parts.append(np.packbits(np.concatenate((self.outside > 0, self.outside < 0,
+                                                 np.abs(self.outside) > 1))).tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -651,8 +655,9 @@ class MeterCalibration:
             profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl)
         outside = np.zeros(SLOTS, np.int8)
         if at < len(data):  # absent from a state written before the field existed
-            sides = np.unpackbits(take("u1", SLOTS // 4)).astype(np.int8)
-            outside = sides[:SLOTS] - sides[SLOTS:]
+            up, down, twice = np.unpackbits(take("u1", 3 * SLOTS // 8)).astype(
+                np.int8).reshape(3, SLOTS)
+            outside = (up - down) * (1 + twice)
         jump_scale = (jump_rel * (max(max_value, 1e-9) if profile is not None else 1.0)).astype(
             np.float32)
         return cls(
