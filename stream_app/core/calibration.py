@@ -47,7 +47,10 @@ Online, at the first reading of each new UTC day, the day before is folded in:
   drift at a bounded rate. Each hour learns its own level, so a day shift that shrinks does not
   rescale the night. A flagged reading counts FLAGGED_SHARE of an unflagged one, so an anomaly
   barely teaches and a persistent level shift still becomes the new normal within weeks (once
-  the branch no longer flags it, at the full rate) instead of alerting every week for ever. A
+  the branch no longer flags it, at the full rate) instead of alerting every week for ever. An
+  hour whose mean lies far outside its band (beyond it by the band's own width) on the same side
+  SHIFT_WEEKS weeks running has a new normal and takes that week's level at once (a building
+  that stopped opening its afternoons alerts for three weeks, not for two months). A
   young hour (seen fewer than YOUNG times) averages its readings, and its band each week's
   lowest and highest; a mature hour's band moves with its median. An hour first learned while
   it was not known (nothing could judge its readings) is provisional: its next day learns from
@@ -67,10 +70,11 @@ judged with the calibration as it stood at the start of its UTC day.
 
 State size: the profile's three statistics and the typical jumps as float16 relative to the
 largest normal reading (rounded so at every fold: the bytes hold exactly what is in memory),
-one byte per hour of the week for how often it was seen, bits for known and provisional, three
+one byte per hour of the week for how often it was seen, bits for known, provisional and far
+outside its band (above, below, twice), three
 float16 histograms (64 and 2 x 48 bins), an unseen meter's error scale (float16) and the day's
-accumulators: about 2.3 KB, 2.9 KB as base85 text in the worker's JSON state; the whole meter
-state with its history is about 3.9 KB.
+accumulators: about 2.4 KB, 3.0 KB as base85 text in the worker's JSON state; the whole meter
+state with its history is about 4.0 KB (at most 4,096 bytes, tested).
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ DAY_S = 86_400
 PROFILE_RATE = 0.2  # per week: a mature hour follows drift of its level at most this fast
 YOUNG = 4  # an hour seen fewer times than this averages all its readings
 FLAGGED_SHARE = 0.25  # a flagged reading's weight in a mature hour's update
+SHIFT_WEEKS = 3  # an hour far outside its band this many weeks running takes its new level
 CALIBRATION_DAYS = 7  # a warm-up meter learns its ratio spread and level in its first week
 MEMORY_DAYS = 28  # the score histograms forget with this memory
 PRIOR_DAYS = 7  # a trained meter's forest histogram starts as this many days of the bundle's
@@ -208,6 +213,9 @@ class MeterCalibration:
     profile: MeterProfile | None  # None: the bundle carries no evidence (the ablation)
     seen: np.ndarray  # (168,) uint8: how many days have shown each hour of the week
     provisional: np.ndarray = field(default_factory=lambda: np.zeros(SLOTS, bool))
+    # per hour of the week: for how many weeks running its mean was far above (+) / below (-)
+    # its band (beyond it by the band's own width), 0 to 2
+    outside: np.ndarray = field(default_factory=lambda: np.zeros(SLOTS, np.int8))
     # hours of the week whose expectation rests on readings of that hour or of its kind of day
     # (evidence.ProfileTable: the others are not judged by the profile branch or dropout rule)
     known: np.ndarray = field(default_factory=lambda: np.ones(SLOTS, bool))
@@ -498,11 +506,24 @@ class MeterCalibration:
             return p
         self.provisional[slots] = (seen == 0) & ~known
         mean = (self.hour_sum[hours] + share * self.flag_sum[hours]) / weight
+        # a mature hour far outside its band on the same side SHIFT_WEEKS weeks running has a
+        # new normal: it takes the new level from all its readings at once
+        every = (self.hour_sum[hours] + self.flag_sum[hours]) / (n_ok + n_bad)
+        med = p.median[slots]
+        side = np.where(every > 2 * p.upper[slots] - med, 1,
+                        np.where(every < 2 * p.lower[slots] - med, -1, 0))
+        side = np.where(seen >= YOUNG, side, 0).astype(np.int8)
+        before = self.outside[slots]
+        streak = np.where((side != 0) & (np.sign(before) == side), np.abs(before) + 1, 1)
+        moved = (side != 0) & (streak >= SHIFT_WEEKS)
+        self.outside[slots] = np.where(moved, 0, side * streak)
+        mean = np.where(moved, every, mean)
         lo = np.where(n_ok > 0, self.hour_min[hours].astype(np.float64) * self._scale(), mean)
         hi = np.where(n_ok > 0, self.hour_max[hours].astype(np.float64) * self._scale(), mean)
         median, lower, upper = p.median.copy(), p.lower.copy(), p.upper.copy()
         new, young = seen == 0, seen < YOUNG
         a = np.maximum(1.0 / (seen + 1.0), PROFILE_RATE) * weight / (n_ok + n_bad)
+        a = np.where(moved, 1.0, a)
         delta = np.where(new, mean - median[slots], a * (mean - median[slots]))
         lower[slots] = np.where(new, lo, np.where(young, lower[slots] + a * (lo - lower[slots]),
                                                   lower[slots] + delta))
@@ -583,6 +604,8 @@ class MeterCalibration:
             parts += [np.float16(a / scale).astype("<f2").tobytes()
                       for a in (p.median, p.lower, p.upper)]
             parts.append(np.packbits(self.known).tobytes())
+        parts.append(np.packbits(np.concatenate((self.outside > 0, self.outside < 0,
+                                                 np.abs(self.outside) > 1))).tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -630,10 +653,16 @@ class MeterCalibration:
                                     for _ in range(3))
             known = np.unpackbits(take("u1", SLOTS // 8))[:SLOTS].astype(bool)
             profile = MeterProfile(median, lower, upper, level, max_value, max_run, rc, rs, rl)
+        outside = np.zeros(SLOTS, np.int8)
+        if at < len(data):  # absent from a state written before the field existed
+            up, down, twice = np.unpackbits(take("u1", 3 * SLOTS // 8)).astype(
+                np.int8).reshape(3, SLOTS)
+            outside = (up - down) * (1 + twice)
         jump_scale = (jump_rel * (max(max_value, 1e-9) if profile is not None else 1.0)).astype(
             np.float32)
         return cls(
             origin=origin, profile=profile, seen=seen, provisional=provisional, known=known,
+            outside=outside,
             forest_mean=fm, forest_top=ftop, f_mu0=mu0, f_sd0=sd0, f_hist=f_hist, r_hist=r_hist,
             f_budget=fb, r_budget=rb, days=days, day=day, hour_sum=hour_sum, hour_n=hour_n,
             flag_sum=flag_sum, flag_n=flag_n, hour_min=hour_min, hour_max=hour_max,

@@ -142,7 +142,9 @@ class MeterHistory:
         return {
             "last_ts": self.last_ts,
             "values": self.values,
-            "filled": [int(f) for f in self.filled],
+            # where the values are interpolated (mostly nowhere): a third of the bytes of a
+            # flag per value, which kept a meter's state over 4 KB
+            "filled_at": [i for i, f in enumerate(self.filled) if f],
             "normaliser": self.normaliser.to_dict() if self.normaliser else None,
             "warm_values": self.warm_values,
             "warm_end_ts": self.warm_end_ts,
@@ -150,14 +152,21 @@ class MeterHistory:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **config: int) -> MeterHistory:
+        """`to_dict`'s layout, or the first one (a flag per value, "filled")."""
         norm = data["normaliser"]
+        if "filled_at" in data:
+            filled = [False] * len(data["values"])
+            for i in data["filled_at"]:
+                filled[i] = True
+        else:
+            filled = [bool(f) for f in data["filled"]]
         return cls(
             **config,
             normaliser=Normaliser.from_dict(norm) if norm else None,
             last_ts=data["last_ts"],
             # a bundle with shorter windows may have been loaded since: keep what fits
             values=list(data["values"])[-config["max_window"]:],
-            filled=[bool(f) for f in data["filled"]][-config["max_window"]:],
+            filled=filled[-config["max_window"]:],
             warm_values=list(data["warm_values"]),
             warm_end_ts=data.get("warm_end_ts"),
         )

@@ -32,6 +32,7 @@ class SeriesScores:
     window: np.ndarray  # window size behind the reason, 0 when not scored
     reason: list[str]
     kind: list[str]  # "anomaly" or a data-fault kind where flagged, else ""
+    strength: np.ndarray  # BatchScores.strength: above 1 where flagged, NaN where not scored
 
 
 def new_history(detector: Detector, meter_id: str, interval_s: int,
@@ -50,6 +51,7 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
     n = len(series.values)
     score = np.full(n, np.nan)
     z = np.full(n, np.nan)
+    strength = np.full(n, np.nan)
     flagged = np.zeros(n, dtype=np.int8)
     window = np.zeros(n, dtype=np.int64)
     reason = ["warming up"] * n
@@ -71,7 +73,7 @@ def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
             if isinstance(row, RowScore):
                 k = at + i
                 score[k], z[k], flagged[k], window[k] = row.score, row.z, row.flagged, row.window
-                reason[k], kind[k] = row.reason, row.kind
+                reason[k], kind[k], strength[k] = row.reason, row.kind, row.strength
             elif row != "warming up" or waiting:
                 reason[at + i] = waiting if row == "warming up" else row
-    return SeriesScores(series, score, z, flagged, window, reason, kind)
+    return SeriesScores(series, score, z, flagged, window, reason, kind, strength)

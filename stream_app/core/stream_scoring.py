@@ -51,6 +51,7 @@ class RowScore:
     window: int  # the window size behind the reason
     reason: str  # why it was flagged ("" when not)
     kind: str  # "anomaly" or a data-fault kind when flagged, else ""
+    strength: float  # BatchScores.strength: above 1 where flagged
 
 
 @dataclass
@@ -218,6 +219,7 @@ class StreamScorer:
                 np.asarray([r.reading.interval_s for r in group], dtype=np.int64),
                 [r.calibration for r in group])
             scores = detector.score_batch(windows, [r.reading.category for r in group], context)
+            strength = scores.strength() if detail else None
             for k, row in enumerate(group):
                 flagged = bool(scores.flagged[k])
                 details = self._detection(k, row, scores, histories) if flagged else None
@@ -226,11 +228,12 @@ class StreamScorer:
                 if alert is not None:
                     result.alerts.append(alert)
                     result.raised_by.append(row.index)
-                if detail:
+                if strength is not None:
                     result.rows[row.index] = RowScore(
                         float(scores.score[k]), float(scores.z[k]), flagged,
                         detector.feature_source(int(scores.reason_feature[k]))[1],
-                        details.reason if details else "", scores.kind(k) if flagged else "")
+                        details.reason if details else "", scores.kind(k) if flagged else "",
+                        float(strength[k]))
             self.timings = detector.timings
 
     def _detection(self, k: int, row: _Row, scores: BatchScores,

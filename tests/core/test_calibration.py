@@ -98,6 +98,26 @@ def test_slow_drift_is_followed_and_a_flagged_reading_barely_teaches():
     assert cal.profile.median[monday_10] < now * 1.3
 
 
+def test_a_persistent_shift_becomes_the_new_normal_after_three_weeks():
+    values, ts = factory(7 * 8)
+    cal = MeterCalibration.from_warmup(values[:192], ts[:192], INTERVAL, None, 1e-3)
+    learn(cal, values[192:], ts[192:])
+    monday_10 = 10
+    weeks, weeks_ts = factory(7 * 3, seed=4, start=MONDAY + 7 * 8 * DAY_S)
+    day_shift = ((weeks_ts // 3600) % 24 >= 8) & ((weeks_ts // 3600) % 24 < 18)
+    shifted = np.where(day_shift, weeks * 0.3, weeks)  # the afternoons stop: 30 kWh, not 100
+    learn(cal, shifted[:7 * 2 * 96], weeks_ts[:7 * 2 * 96])
+    cal.start_day(int(weeks_ts[7 * 2 * 96] // DAY_S))
+    assert cal.profile.median[monday_10] > 60  # two weeks: still followed slowly
+    assert cal.outside[monday_10] == -2
+    again = MeterCalibration.from_bytes(cal.to_bytes())
+    np.testing.assert_array_equal(again.outside, cal.outside)
+    learn(cal, shifted[7 * 2 * 96:], weeks_ts[7 * 2 * 96:])
+    cal.start_day(int(weeks_ts[-1] // DAY_S) + 1)
+    assert 25 < cal.profile.median[monday_10] < 35  # the third week: the new normal
+    assert cal.outside[monday_10] == 0
+
+
 def test_the_bytes_hold_exactly_what_is_in_memory():
     values, ts = factory(3)
     cal = MeterCalibration.from_warmup(values[:192], ts[:192], INTERVAL,
@@ -114,6 +134,9 @@ def test_the_bytes_hold_exactly_what_is_in_memory():
     assert again.forest_top == cal.forest_top and again.known.sum() < SLOTS
     with pytest.raises(ValueError):
         MeterCalibration.from_bytes(b"\x09" + cal.to_bytes()[1:])
+    cut = 3 * SLOTS // 8  # a state written before `outside` existed ends before its bits
+    older = MeterCalibration.from_bytes(cal.to_bytes()[:-cut])
+    assert not older.outside.any() and older.to_bytes()[:-cut] == cal.to_bytes()[:-cut]
 
 
 def test_the_forest_budget_is_a_share_of_the_false_run_budget():

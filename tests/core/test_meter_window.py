@@ -114,3 +114,16 @@ def test_far_past_rejected(bad):
     h = history()
     feed(h, [1.0, 2.0])
     assert h.push(bad, 1.0).status == "rejected"
+
+
+def test_the_state_names_the_interpolated_values_and_reads_the_first_layout_too():
+    h = history()
+    feed(h, [0.0, 1.0])
+    h.push(4 * IV, 4.0)  # two interpolated
+    data = h.to_dict()
+    assert data["filled_at"] == [1, 2] and "filled" not in data  # of the last max_window 4
+    again = MeterHistory.from_dict(data, max_window=4, interval_s=IV)
+    assert again.filled == h.filled == [False, True, True, False]
+    first = {**data, "filled": [0, 1, 1, 0]}
+    del first["filled_at"]
+    assert MeterHistory.from_dict(first, max_window=4, interval_s=IV).filled == h.filled
