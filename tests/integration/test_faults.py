@@ -337,9 +337,10 @@ def _committed_alerts(broker, run) -> list[dict]:
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("guarantee", ["at_least_once", pytest.param("exactly_once", marks=pytest.mark.xfail(
-    reason="a batch's table writes can miss the transaction that commits its alerts (the commit's "
-    "ProducerBuffer.flush returns with records queued or in flight): after the kill, alert messages "
-    "repeat read committed (2 of 8 runs on 2026-12-02; docs/RELIABILITY.md)",
+    reason="before the commit drained Faust's buffer of table writes, a batch's state could miss the "
+    "transaction of its alerts and alert messages repeated read committed after the kill (2 of 8 "
+    "runs); with the drain 13 of 13 passed (2026-12-02): not strict until more runs confirm it "
+    "(docs/RELIABILITY.md)",
     strict=False))])
 def test_sigkill_mid_stream(kafka_broker, tiny_bundle, sim_series, tmp_path, unique_name,
                             guarantee):
