@@ -131,9 +131,8 @@ def _prepare(series: list[MeterSeries]) -> list[_Meter]:
     return meters
 
 
-def _check_history(meters: list[_Meter], max_window: int, cap: int) -> None:
-    """One line when the data cannot train: less than MIN_HISTORY_DAYS of readings in every
-    meter, or no meter with room for the largest window."""
+def _check_history(meters: list[_Meter]) -> None:
+    """One line when no meter has MIN_HISTORY_DAYS of readings."""
     longest = max(meters, key=lambda m: len(m.values))
     interval = int(longest.series.interval_s)
     need = -(-MIN_HISTORY_DAYS * 86_400 // interval)
@@ -145,7 +144,12 @@ def _check_history(meters: list[_Meter], max_window: int, cap: int) -> None:
             f"at {interval} s): too few to train on; a bundle needs at least {need:,} readings "
             f"({MIN_HISTORY_DAYS} days) of one meter (meters with less train alongside it in one "
             "file)")
+
+
+def _check_window(meters: list[_Meter], max_window: int, cap: int) -> None:
+    """One line when no meter has room for the largest window (`cap`: the largest that has)."""
     if max_window > cap:
+        interval = int(max(meters, key=lambda m: len(m.values)).series.interval_s)
         raise InputError(
             f"window {max_window} needs {2 * max_window:,} consecutive readings (no gap) in the "
             f"first {1 - VALIDATION_SHARE:.0%} and in the last {VALIDATION_SHARE:.0%} of one "
@@ -253,14 +257,14 @@ def train_bundle(series: list[MeterSeries], out: Path, profile: Profile,
     meters = _prepare(series)
     cap = max(m.window_cap() for m in meters)
     fft_periods: tuple[int, ...] | None = None
+    _check_history(meters)
     if options.window_sizes:
         sizes = tuple(sorted(options.window_sizes, reverse=True))
     else:
-        _check_history(meters, 0, cap)
         chosen, fft_periods = _choose_windows(meters, cap)
         sizes = tuple(sorted(chosen, reverse=True))
     max_w = max(sizes)
-    _check_history(meters, max_w, cap)
+    _check_window(meters, max_w, cap)
     recent = min(options.recent_readings, min(sizes))  # a window's newest readings, at most all
     files: dict[str, FileEntry] = {}  # sha256 and bytes: filled in by write_manifest
     models: dict[tuple[str, int], nn.Module] = {}

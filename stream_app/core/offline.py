@@ -10,11 +10,9 @@ left in a series is a split the windows must not span (`max_gap=0` here).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Unpack
 
 import numpy as np
 
-from stream_app.core.meter_window import HistoryRules, MeterHistory
 from stream_app.core.records import Reading
 from stream_app.core.scoring import Detector
 from stream_app.core.series import MeterSeries
@@ -33,18 +31,6 @@ class SeriesScores:
     reason: list[str]
     kind: list[str]  # "anomaly" or a data-fault kind where flagged, else ""
     strength: np.ndarray  # BatchScores.strength: above 1 where flagged, NaN where not scored
-
-
-def new_history(detector: Detector, meter_id: str, interval_s: int,
-                **rules: Unpack[HistoryRules]) -> MeterHistory:
-    bundle = detector.bundle
-    return MeterHistory(
-        max_window=bundle.max_window,
-        interval_s=interval_s,
-        normaliser=bundle.normaliser_for(meter_id),
-        warmup=bundle.manifest.warmup_readings,
-        **rules,
-    )
 
 
 def score_series(detector: Detector, series: MeterSeries) -> SeriesScores:
