@@ -336,12 +336,7 @@ def _committed_alerts(broker, run) -> list[dict]:
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("guarantee", ["at_least_once", pytest.param("exactly_once", marks=pytest.mark.xfail(
-    reason="before the commit drained Faust's buffer of table writes, a batch's state could miss the "
-    "transaction of its alerts and alert messages repeated read committed after the kill (2 of 8 "
-    "runs); with the drain 13 of 13 passed (2026-12-02): not strict until more runs confirm it "
-    "(docs/RELIABILITY.md)",
-    strict=False))])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_sigkill_mid_stream(kafka_broker, tiny_bundle, sim_series, tmp_path, unique_name,
                             guarantee):
     """One SIGKILL while the worker reads and scores: every alert message `score` gives (open,
