@@ -226,3 +226,57 @@ def test_the_stream_gives_the_flags_score_gives_with_its_state_in_bytes(detector
     for raw in states.values():
         assert len(raw) <= 4096, len(raw)  # the whole meter state, calibration included
         assert MeterState.from_bytes(raw).calibration
+
+
+class Recording(Detector):
+    """The shipped detector, keeping every batch's scores and the rows' context."""
+
+    def __init__(self, bundle):
+        super().__init__(bundle)
+        self.batches = []
+
+    def score_batch(self, windows, categories, context=None):
+        scores = super().score_batch(windows, categories, context)
+        self.batches.append((scores, context))
+        return scores
+
+
+def judged_rows(recording: Recording):
+    """(end ts, newest reading, branch, profile it was judged with, jump limit) of every row."""
+    for scores, context in recording.batches:
+        for k in range(len(scores.branch)):
+            yield (int(context.end_ts_s[k]), float(context.values[k, -1]), scores.branch[k],
+                   scores.profiles[k], float(scores.evidence.jump_limit[k]))
+
+
+def test_the_forest_flags_only_readings_outside_their_hours_band(tiny_bundle, sim_series):
+    recording = Recording(tiny_bundle)
+    for s in sim_series[0]:  # as the meters it was trained on, and as meters it never saw
+        score_series(recording, s)
+        score_series(recording, unseen(s))
+    forest = [(ts, v, p) for ts, v, branch, p, _ in judged_rows(recording)
+              if branch == "forest" and p is not None]
+    assert len(forest) >= 10  # the rule is exercised, not vacuous
+    for ts, value, profile in forest:
+        _, lower, upper = profile.band(np.asarray([ts]))
+        assert value < lower[0] or value > upper[0], (ts, value, lower[0], upper[0])
+
+
+def test_a_reading_back_in_its_band_after_a_spike_is_no_jump():
+    series, _ = simulate_with_events("metal", 1, 21, seed=25)
+    faulty, events = inject(series[0], kinds=("spike",), count=4, seed=4, magnitude=3.0,
+                            warmup=7 * 96)
+    recording = Recording(Bundle.load(DEFAULT))
+    result = score_series(recording, unseen(faulty))
+    rows = {ts: (value, branch, profile, limit)
+            for ts, value, branch, profile, limit in judged_rows(recording)}
+    home = 0
+    for e in events:
+        assert result.flagged[e.start:e.end].any(), e  # the spike itself is found
+        ts = int(faulty.timestamps[e.end])  # the first reading after it
+        value, branch, profile, limit = rows[ts]
+        _, lower, upper = profile.band(np.asarray([ts]))
+        if lower[0] <= value <= upper[0]:  # back in its band: a return, never a jump
+            home += 1
+            assert branch != "jump" and limit == np.inf, (e, branch, limit)
+    assert home >= 2  # most spikes end in a reading back in its band
