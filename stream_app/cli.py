@@ -149,6 +149,11 @@ def cmd_score(args) -> int:
     if renamed and not names_meters(args.input, args.meter_col):
         print(f"the file names no meter (no meter column, no --meter-id): scored as meter {only}, "
               f"the one meter bundle {detector.bundle.version} was trained on", file=sys.stderr)
+    trained_unit = detector.bundle.manifest.training.config.get("unit")
+    if trained_unit is not None and trained_unit != args.unit:  # both become kWh: a note only
+        print(f"note: bundle {detector.bundle.version} was trained on readings in {trained_unit}; "
+              f"this file is read as {args.unit} (--unit): if its readings are in "
+              f"{trained_unit}, give --unit {trained_unit}", file=sys.stderr)
     written: list[tuple[int, list[Any]]] = []  # (file line, row): one per input row
     for s in series:
         rows = _output_rows(s, score_series(detector, s), limits.limit(s.category))

@@ -284,6 +284,11 @@ def test_kw_readings_train_and_score_as_energy_per_interval(folder, trained):
     assert out[0] == line and len(rows) == 1344
     given = [float(r["value"]) for r in csv.DictReader(open(path))]
     assert [float(r["value"]) for r in rows[:3]] == pytest.approx([v / 4 for v in given[:3]])
+    assert not [e for e in err if e.startswith("note:")]
+    _, err, _ = score(folder, bundle, path)  # --unit forgotten: scored, and said
+    assert [e for e in err if e.startswith("note:")] == [
+        "note: bundle corpus@1 was trained on readings in kW; this file is read as kWh "
+        "(--unit): if its readings are in kW, give --unit kW"]
 
 
 def test_a_register_with_a_rollover_scores_its_deltas_in_two_segments(folder, trained):
