@@ -27,7 +27,9 @@ meter, kWh, ending at the reading scored) and pure numpy. Higher branch score = 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -129,8 +131,8 @@ class MeterProfile:
         """The branch's score of every run of `span` readings: robust |z| of its ratio."""
         return np.abs(self.log_ratio(values, ts_s, span) - self.ratio_center) / self.ratio_scale
 
-    def to_dict(self) -> dict:
-        def r(a):
+    def to_dict(self) -> dict[str, Any]:
+        def r(a: np.ndarray) -> list[float]:
             return [round(float(v), 6) for v in a]
 
         return {"median": r(self.median), "lower": r(self.lower), "upper": r(self.upper),
@@ -139,12 +141,14 @@ class MeterProfile:
                 "ratio_limit": self.ratio_limit}
 
     @classmethod
-    def from_dict(cls, d: dict) -> MeterProfile:
-        arrays = [np.asarray(d[k], dtype=np.float64) for k in ("median", "lower", "upper")]
-        if any(a.shape != (SLOTS,) or not np.isfinite(a).all() for a in arrays):
+    def from_dict(cls, d: dict[str, Any]) -> MeterProfile:
+        median, lower, upper = (np.asarray(d[k], dtype=np.float64)
+                                for k in ("median", "lower", "upper"))
+        if any(a.shape != (SLOTS,) or not np.isfinite(a).all() for a in (median, lower, upper)):
             raise ValueError(f"a meter profile needs {SLOTS} finite values per statistic")
-        return cls(*arrays, float(d["level"]), float(d["max_value"]), int(d["max_run"]),
-                   float(d["ratio_center"]), float(d["ratio_scale"]), float(d["ratio_limit"]))
+        return cls(median, lower, upper, float(d["level"]), float(d["max_value"]),
+                   int(d["max_run"]), float(d["ratio_center"]), float(d["ratio_scale"]),
+                   float(d["ratio_limit"]))
 
     def band(self, ts_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(median, lower, upper) at each timestamp's hour of the week."""
@@ -152,11 +156,12 @@ class MeterProfile:
         return self.median[slot], self.lower[slot], self.upper[slot]
 
 
-def log_ratio(actual_sum, expected_sum, level, span: int):
+def log_ratio(actual_sum: np.ndarray, expected_sum: np.ndarray, level: np.ndarray | float,
+              span: int) -> np.ndarray:
     """log((actual + c) / (expected + c)) of a span's energy, c = RATIO_OFFSET x the meter's
     median reading per reading: quiet hours do not make ratios of noise."""
     c = span * np.maximum(RATIO_OFFSET * np.asarray(level, dtype=np.float64), 1e-9)
-    return np.log((actual_sum + c) / (expected_sum + c))
+    return np.asarray(np.log((actual_sum + c) / (expected_sum + c)), dtype=np.float64)
 
 
 class ProfileTable:
@@ -188,7 +193,7 @@ class ProfileTable:
     def get(self, meter_id: str) -> MeterProfile | None:
         return self.profiles.get(meter_id)
 
-    def rows_of(self, meter_ids) -> np.ndarray:
+    def rows_of(self, meter_ids: Iterable[str]) -> np.ndarray:
         """Each meter's row in the table, -1 for a meter without a profile."""
         return np.fromiter((self.index.get(m, -1) for m in meter_ids), dtype=np.int64)
 
@@ -234,7 +239,7 @@ class Evidence:
 
 
 def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | int,
-           table: ProfileTable, meter_ids, bundle_limit: float,
+           table: ProfileTable, meter_ids: Iterable[str] | None, bundle_limit: float,
            table_rows: np.ndarray | None = None) -> Evidence:
     """Evidence of rows of raw readings (n, length) kWh, each ending at `end_ts_s` (epoch s),
     `interval_s` apart (one interval for all rows, or one per row). The profile branch flags
@@ -243,7 +248,8 @@ def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | in
     values = np.asarray(values, dtype=np.float64)
     n, length = values.shape
     intervals = np.broadcast_to(np.asarray(interval_s, dtype=np.int64), (n,))
-    t = table.rows_of(meter_ids) if table_rows is None else np.asarray(table_rows, np.int64)
+    t = (table.rows_of(meter_ids or ()) if table_rows is None
+         else np.asarray(table_rows, np.int64))
     score, expected, lower, ratios = (np.full(n, np.nan) for _ in range(4))
     known = np.zeros(n, bool)
     limit = np.full(n, np.inf)
@@ -265,11 +271,12 @@ def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | in
         lower[rows] = table.lower[p, slots[:, -1]]
         known[rows] = table.known[p, slots[:, -1]]
     flag = np.nan_to_num(score, nan=0.0) > limit
-    return Evidence(score, limit, flag, expected, lower,
-                    *_faults(values, t, table, np.where(known, lower, np.nan)), ratios)
+    fault, why, measure, bound = _faults(values, t, table, np.where(known, lower, np.nan))
+    return Evidence(score, limit, flag, expected, lower, fault, why, measure, bound, ratios)
 
 
-def _faults(values, t, table: ProfileTable, lower):
+def _faults(values: np.ndarray, t: np.ndarray, table: ProfileTable, lower: np.ndarray
+            ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """The data-fault rules, in order of precedence: stuck, dropout, out_of_range; per row
     the kind, its reason, and its measure with the bound that measure crossed."""
     n = len(values)
@@ -342,4 +349,4 @@ def _trailing_flat_run(values: np.ndarray) -> np.ndarray:
     same = values[:, :-1] == values[:, -1:]  # each earlier reading equal to the last
     rev = same[:, ::-1]  # nearest first: the run is the count of leading Trues
     run = np.where(rev.all(axis=1), same.shape[1], np.argmin(rev, axis=1))
-    return run + 1
+    return np.asarray(run + 1, dtype=np.int64)
