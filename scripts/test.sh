@@ -17,7 +17,7 @@ fi
 mypy_clean=(
   # stream_app.core, strict
   stream_app/core/__init__.py stream_app/core/accuracy.py stream_app/core/alerts.py
-  stream_app/core/evidence.py
+  stream_app/core/calibration.py stream_app/core/evidence.py
   stream_app/core/dtw.py stream_app/core/errors.py stream_app/core/grid.py
   stream_app/core/inference.py stream_app/core/isolation_forest.py stream_app/core/manifest.py
   stream_app/core/meter_state.py stream_app/core/meter_window.py stream_app/core/model_bundle.py

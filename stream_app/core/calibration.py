@@ -84,6 +84,7 @@ import struct
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from stream_app.core.evidence import (
     FALSE_RUNS_PER_WEEK,
@@ -163,7 +164,7 @@ def tail_top(counts: np.ndarray, edges: np.ndarray, p: float, log: bool = False
         centers = (x[:-1] + x[1:]) / 2
         excess = max(float((counts[k:] * (centers[k:] - x[k])).sum() / counts[k:].sum()),
                      float(x[k + 1] - x[k]) / 2)
-        return float(x[k]) + excess * np.log(share / at)
+        return float(x[k]) + excess * float(np.log(share / at))
 
     exponential = tail(np.asarray(edges, np.float64), p)
     if log:
@@ -190,7 +191,7 @@ def _add(counts: np.ndarray, values: np.ndarray, edges: np.ndarray) -> np.ndarra
 
 def _quantise(a: np.ndarray, scale: float) -> np.ndarray:
     """The float16 value of a / scale, back in kWh: what the state's bytes hold."""
-    return np.float16(np.asarray(a, np.float64) / scale).astype(np.float64) * scale
+    return (np.asarray(a, np.float64) / scale).astype(np.float16).astype(np.float64) * scale
 
 
 def weekday_of(day: int) -> int:
@@ -198,12 +199,12 @@ def weekday_of(day: int) -> int:
     return (int(day) + 3) % 7
 
 
-def _weekend(weekday) -> np.ndarray:
+def _weekend(weekday: npt.ArrayLike) -> np.ndarray:
     """1 for Saturday and Sunday, 0 for Monday to Friday."""
     return (np.asarray(weekday) >= 5).astype(np.int64)
 
 
-def _zeros(dtype) -> np.ndarray:
+def _zeros(dtype: npt.DTypeLike) -> np.ndarray:
     return np.zeros(24, dtype)
 
 
@@ -318,11 +319,13 @@ class MeterCalibration:
         """The typical jump per hour of the day, and the histogram, from consecutive readings."""
         if len(x) <= JUMP_BASE:
             return
+        p = self.profile
+        assert p is not None  # called with a profile only
         rows = np.lib.stride_tricks.sliding_window_view(x, JUMP_BASE + 1)
         expected = np.lib.stride_tricks.sliding_window_view(
-            self.profile.median[hour_of_week(ts)], JUMP_BASE + 1)
+            p.median[hour_of_week(ts)], JUMP_BASE + 1)
         hour = (ts[JUMP_BASE:] % DAY_S) // 3600
-        resid = jumps(rows, expected, np.full(len(rows), self.profile.level))[1]
+        resid = jumps(rows, expected, np.full(len(rows), p.level))[1]
         for h in np.unique(hour):
             self.jump_scale[h] = np.float32(resid[hour == h].mean())
             self.jump_days[h] = 1
@@ -464,10 +467,10 @@ class MeterCalibration:
             hours = self.jump_n > 0
             if hours.any():
                 days = self.jump_days[hours].astype(np.float64)
-                a = np.maximum(1.0 / (days + 1.0), JUMP_RATE)
+                rate = np.maximum(1.0 / (days + 1.0), JUMP_RATE)
                 mean = self.jump_sum[hours] / self.jump_n[hours]
                 old = np.where(np.isfinite(self.jump_scale[hours]), self.jump_scale[hours], mean)
-                self.jump_scale[hours] = (old + a * (mean - old)).astype(np.float32)
+                self.jump_scale[hours] = (old + rate * (mean - old)).astype(np.float32)
                 self.jump_days[hours] = np.minimum(self.jump_days[hours].astype(np.int64) + 1,
                                                    SEEN_CAP)
                 self._fill_jumps()
@@ -478,8 +481,8 @@ class MeterCalibration:
                 self.profile = self._own_ratio_limit(self.profile)
             self.profile = self._rounded(self.profile)
         self.days += 1
-        for a in (self.hour_sum, self.flag_sum, self.hour_n, self.flag_n):
-            a[:] = 0
+        for acc in (self.hour_sum, self.flag_sum, self.hour_n, self.flag_n):
+            acc[:] = 0
         self.hour_min[:] = np.inf
         self.hour_max[:] = -np.inf
         self.day_max = self.flag_max = 0.0
@@ -500,8 +503,9 @@ class MeterCalibration:
                          np.where(seen == 0, 0.0, FLAGGED_SHARE))
         weight = n_ok + share * n_bad
         learn = weight > 0
-        hours, slots, seen, known, n_ok, n_bad, share, weight = (
-            v[learn] for v in (hours, slots, seen, known, n_ok, n_bad, share, weight))
+        hours, slots, known = hours[learn], slots[learn], known[learn]
+        seen, n_ok, n_bad = seen[learn], n_ok[learn], n_bad[learn]
+        share, weight = share[learn], weight[learn]
         if len(hours) == 0:
             return p
         self.provisional[slots] = (seen == 0) & ~known
@@ -539,6 +543,7 @@ class MeterCalibration:
         """Hours of the week not seen yet expect what the same hour showed on seen days of
         their kind (known), else on any seen day (not known)."""
         p = self.profile
+        assert p is not None  # called with a profile only
         median, lower, upper = p.median.copy(), p.lower.copy(), p.upper.copy()
         seen = self.seen.reshape(7, 24) > 0
         weekend = _weekend(np.arange(7))
@@ -594,11 +599,11 @@ class MeterCalibration:
                   struct.pack("<di", self.jump_limit, self.day_stuck)]
         if self.origin == "warmup":
             parts.append(self.r_hist.astype("<f2").tobytes())
-            feats = 0 if self.feat_center is None else len(self.feat_center)
+            center, spread = self.feat_center, self.feat_scale
+            feats = 0 if center is None else len(center)
             parts.append(struct.pack("<H", feats))
-            if feats:
-                parts += [self.feat_center.astype("<f2").tobytes(),
-                          self.feat_scale.astype("<f2").tobytes()]
+            if center is not None and spread is not None and feats:
+                parts += [center.astype("<f2").tobytes(), spread.astype("<f2").tobytes()]
         if p is not None:
             scale = max(p.max_value, 1e-9)
             parts += [np.float16(a / scale).astype("<f2").tobytes()
