@@ -216,11 +216,13 @@ class Evidence:
     fault_score: np.ndarray  # (n,) the fault's measure, above fault_limit where it holds:
     fault_limit: np.ndarray  # stuck: run vs allowed run; dropout: the hour's usual floor vs
     # the near-zero bound (kWh); out_of_range: excursion vs OUT_OF_RANGE_FACTOR normal ones
-    ratio: np.ndarray | None = None  # (n,) the span's log energy ratio (NaN: not judged)
-    jump_score: np.ndarray | None = None  # (n,) the newest reading's jump (`jumps`), NaN: none
-    jump_limit: np.ndarray | None = None  # the meter's own limit (inf: not learned yet)
-    jump_base: np.ndarray | None = None  # the reading the ones before predict (kWh)
-    jump_size: np.ndarray | None = None  # the jump's size (log units, `jump_size`)
+    ratio: np.ndarray  # (n,) the span's log energy ratio (NaN: not judged)
+    # the jump branch, judged by the decision with each meter's calibration (Detector); NaN /
+    # inf where it was not (`assess` alone, a meter without calibration)
+    jump_score: np.ndarray  # (n,) the newest reading's jump (`jumps`), NaN: none
+    jump_limit: np.ndarray  # the meter's own limit (inf: not learned yet)
+    jump_base: np.ndarray  # the reading the ones before predict (kWh)
+    jump_size: np.ndarray  # the jump's size (log units, `jump_size`)
 
     @classmethod
     def empty(cls, n: int) -> Evidence:
@@ -272,7 +274,9 @@ def assess(values: np.ndarray, end_ts_s: np.ndarray, interval_s: np.ndarray | in
         known[rows] = table.known[p, slots[:, -1]]
     flag = np.nan_to_num(score, nan=0.0) > limit
     fault, why, measure, bound = _faults(values, t, table, np.where(known, lower, np.nan))
-    return Evidence(score, limit, flag, expected, lower, fault, why, measure, bound, ratios)
+    return Evidence(score, limit, flag, expected, lower, fault, why, measure, bound, ratios,
+                    np.full(n, np.nan), np.full(n, np.inf), np.full(n, np.nan),
+                    np.full(n, np.nan))
 
 
 def _faults(values: np.ndarray, t: np.ndarray, table: ProfileTable, lower: np.ndarray

@@ -50,6 +50,7 @@ from stream_app.core.evidence import (
 from stream_app.core.inference import Reconstructor
 from stream_app.core.meter_window import MeterHistory
 from stream_app.core.model_bundle import Bundle
+from stream_app.core.preprocessing import Normaliser
 
 LOG_FLOOR = 1e-6  # keeps log() finite for a perfect reconstruction
 MIN_STD_SHARE = 0.25  # a meter's own spreads (features, forest score) are at least this share
@@ -66,7 +67,8 @@ class BatchScores:
     flagged: np.ndarray  # (n,) bool: forest, profile branch or a data-fault rule
     reason_feature: np.ndarray  # (n,) index into feature_order of the most unusual error
     excess: np.ndarray  # (n,) that feature's error / its typical error
-    reconstructions: dict  # (model, window) -> (n, window) float32 normalised reconstruction
+    # (model, window) -> (n, window) float32 normalised reconstruction
+    reconstructions: dict[tuple[str, int], np.ndarray]
     branch: tuple[str, ...]  # per row: what flagged it ("forest", "profile", a fault kind) or ""
     evidence: Evidence | None = None  # profile and fault rules, when rows came with context
     profiles: tuple[MeterProfile | None, ...] = ()  # per row: the profile it was judged with
@@ -84,12 +86,12 @@ class BatchScores:
         ev = self.evidence
         if ev is not None:
             ratios.append(ev.profile_score / ev.profile_limit)
-            if ev.jump_score is not None:
-                ratios.append(ev.jump_score / ev.jump_limit)
+            ratios.append(ev.jump_score / ev.jump_limit)
             holds = np.asarray([f != "" for f in ev.fault])
             ratios.append(np.where(holds, ev.fault_score / ev.fault_limit, 0.0))
         stacked = np.stack(ratios)
-        return np.max(np.where(np.isnan(stacked), -np.inf, stacked), axis=0)
+        return np.asarray(np.max(np.where(np.isnan(stacked), -np.inf, stacked), axis=0),
+                          dtype=np.float64)
 
     def measure(self, row: int) -> tuple[float, float]:
         """(z, limit) an alert of the row states, so its severity: those of the branch that
@@ -97,6 +99,8 @@ class BatchScores:
         spread from the usual and its limit; the jump's score and the meter's limit; a fault
         rule's measure and the bound it crossed."""
         branch, ev = self.branch[row], self.evidence
+        if ev is None or branch == "forest" or branch == "":
+            return round(float(self.z[row]), 4), float(self.limit[row])
         if branch == "profile":
             return round(float(ev.profile_score[row]), 4), float(ev.profile_limit[row])
         if branch == "jump":
@@ -122,14 +126,15 @@ class RowContext:
 def _recent(history: MeterHistory) -> tuple[np.ndarray, np.ndarray]:
     """The readings a history holds (kWh) and their timestamps."""
     values = np.asarray(history.values, dtype=np.float64)
+    assert history.last_ts is not None  # a ready meter has readings
     return values, history.last_ts - np.arange(len(values) - 1, -1, -1) * history.interval_s
 
 
 def reconstruction_errors(
     reconstructor: Reconstructor, models: Sequence[str], windows: dict[int, np.ndarray],
-    band: int | None, normalise: bool, timings: dict | None = None, measure: str = "dtw",
-    recent: int = 0,
-) -> tuple[np.ndarray, dict]:
+    band: int | None, normalise: bool, timings: dict[str, float] | None = None,
+    measure: str = "dtw", recent: int = 0,
+) -> tuple[np.ndarray, dict[tuple[str, int], np.ndarray]]:
     """DTW errors (n, n_features) in feature order (window-major, then model) + reconstructions.
 
     With `recent` > 0, as many columns again follow, in the same order: the mean squared error
@@ -176,7 +181,7 @@ def forest_features(log_err: np.ndarray, median: np.ndarray) -> np.ndarray:
 
     Only an error above the typical is evidence of an anomaly; without the floor the forest
     would also isolate windows reconstructed unusually well (an idle pump, a quiet night)."""
-    return np.maximum(log_err, median)
+    return np.asarray(np.maximum(log_err, median), dtype=np.float64)
 
 
 class Detector:
@@ -205,7 +210,8 @@ class Detector:
         rows = np.asarray(rows, dtype=np.float32)
         return {w: np.ascontiguousarray(rows[:, -w:]) for w in self.bundle.window_sizes}
 
-    def errors(self, windows: dict[int, np.ndarray]) -> tuple[np.ndarray, dict]:
+    def errors(self, windows: dict[int, np.ndarray]
+               ) -> tuple[np.ndarray, dict[tuple[str, int], np.ndarray]]:
         return reconstruction_errors(self.reconstructor, self.bundle.models, windows,
                                      self.band, self.normalise_dtw, self.timings, self.measure,
                                      self.recent)
@@ -214,8 +220,11 @@ class Detector:
     def features(errors: np.ndarray) -> np.ndarray:
         return log_errors(errors)
 
-    def forest_scores(self, windows: dict[int, np.ndarray],
-                      calibrations: Sequence[MeterCalibration] | None = None):
+    def forest_scores(
+        self, windows: dict[int, np.ndarray],
+        calibrations: Sequence[MeterCalibration] | None = None,
+    ) -> tuple[np.ndarray, dict[tuple[str, int], np.ndarray], np.ndarray, np.ndarray,
+               np.ndarray]:
         """Steps 1-4: (errors, reconstructions, forest score, reason feature, its excess).
 
         A row whose meter the bundle never saw has its log errors mapped onto the bundle's
@@ -225,10 +234,12 @@ class Detector:
         errors, recons = self.errors(windows)
         feats = self.features(errors)
         if calibrations is not None:
-            own = np.flatnonzero([c.feat_center is not None for c in calibrations])
-            if len(own):
-                center = np.stack([calibrations[i].feat_center for i in own])
-                scale = np.stack([calibrations[i].feat_scale for i in own])
+            mine = [(i, c.feat_center, c.feat_scale) for i, c in enumerate(calibrations)
+                    if c.feat_center is not None and c.feat_scale is not None]  # set together
+            if mine:
+                own = [i for i, _, _ in mine]
+                center = np.stack([c for _, c, _ in mine])
+                scale = np.stack([sc for _, _, sc in mine])
                 feats[own] = self._median + (feats[own] - center) / scale * self._scale
         score = self.bundle.forest.score(forest_features(feats, self._median))
         robust = (feats - self._median) / self._scale
@@ -259,6 +270,7 @@ class Detector:
         if warmup is None:
             warmup = _recent(history)
         values, ts = warmup
+        assert history.normaliser is not None  # a ready meter has its normaliser
         z = history.normaliser.apply(values).astype(np.float32)
         w = self.bundle.max_window
         scores, center, spread = None, None, None
@@ -271,7 +283,7 @@ class Detector:
         cal = MeterCalibration.from_warmup(values, ts, history.interval_s, scores,
                                            MIN_STD_SHARE * self.bundle.limits.score_std,
                                            with_profile=self.has_evidence)
-        if scores is not None:  # float16: what the state's bytes hold
+        if center is not None and spread is not None:  # float16: what the state's bytes hold
             cal.feat_center = center.astype(np.float16)
             cal.feat_scale = spread.astype(np.float16)
         return cal
@@ -282,7 +294,8 @@ class Detector:
             windows, None if context is None else context.calibrations)
         n = len(score)
         z, limit, forest_flag = self.bundle.limits.decide(score, categories)
-        ev, profiles = None, ()
+        ev: Evidence | None = None
+        profiles: tuple[MeterProfile | None, ...] = ()
         fault, profile_flag = [""] * n, np.zeros(n, dtype=bool)
         if context is not None and context.calibrations is not None:
             ev, profiles = self._decide(score, z, limit, forest_flag, context)
@@ -293,7 +306,7 @@ class Detector:
             fault, profile_flag = ev.fault, ev.profile_flag
             profiles = tuple(self.bundle.profile_for(m) for m in context.meter_ids)
         jump_flag = np.zeros(n, dtype=bool)
-        if ev is not None and ev.jump_score is not None:
+        if ev is not None:
             jump_flag = np.nan_to_num(ev.jump_score, nan=0.0) > ev.jump_limit
         branch = tuple(f or ("forest" if ff else "profile" if pf else "jump" if jf else "")
                        for f, ff, pf, jf in zip(fault, forest_flag, profile_flag, jump_flag,
@@ -302,7 +315,9 @@ class Detector:
         return BatchScores(errors, score, z, limit, flagged, reason, excess, recons, branch, ev,
                            profiles)
 
-    def _decide(self, score, z, limit, forest_flag, context: RowContext):
+    def _decide(self, score: np.ndarray, z: np.ndarray, limit: np.ndarray,
+                forest_flag: np.ndarray, context: RowContext
+                ) -> tuple[Evidence, tuple[MeterProfile | None, ...]]:
         """Steps 5-6 with the rows' calibrations, in waves (see the module's docstring); fills
         z and forest_flag in place for meters judged by their own scores. Returns the evidence
         and the profile each row was judged with."""
@@ -311,17 +326,18 @@ class Detector:
         intervals = np.broadcast_to(np.asarray(context.interval_s, dtype=np.int64), (n,))
         values = np.asarray(context.values, dtype=np.float64)
         owners: dict[int, tuple[MeterCalibration, list[int]]] = {}
-        for i, cal in enumerate(context.calibrations):
+        for i, cal in enumerate(context.calibrations or ()):
             owners.setdefault(id(cal), (cal, []))[1].append(i)
-        chunks = []  # per meter: its rows split by UTC day
-        for cal, rows in owners.values():
-            r = np.asarray(rows)
+        chunks: list[list[tuple[MeterCalibration, np.ndarray]]] = []  # per meter: its rows
+        # split by UTC day
+        for cal, picked in owners.values():
+            r = np.asarray(picked)
             chunks.append([(cal, part) for part in
                            np.split(r, np.flatnonzero(np.diff(ts[r] // DAY_S)) + 1)])
         ev = Evidence.empty(n)
-        profiles: list = [None] * n
-        for wave in zip_longest(*chunks):  # every meter's next day of rows
-            wave = [c for c in wave if c is not None]
+        profiles: list[MeterProfile | None] = [None] * n
+        for day_parts in zip_longest(*chunks):  # every meter's next day of rows
+            wave = [c for c in day_parts if c is not None]
             for cal, part in wave:
                 cal.start_day(int(ts[part[0]] // DAY_S))
                 if cal.own_forest:
@@ -345,13 +361,16 @@ class Detector:
                 at += len(part)
         return ev, tuple(profiles)
 
-    def _evidence(self, wave, rows, values, ts, intervals, ev: Evidence) -> np.ndarray:
+    def _evidence(self, wave: list[tuple[MeterCalibration, np.ndarray]], rows: np.ndarray,
+                  values: np.ndarray, ts: np.ndarray, intervals: np.ndarray, ev: Evidence
+                  ) -> np.ndarray:
         """The time-of-week, fault and jump evidence of one wave's rows, with each meter's
         profile as it stands; written into `ev`, the rows' evidence flags returned."""
-        judged = [(k, cal) for k, (cal, _) in enumerate(wave) if cal.profile is not None]
-        table = ProfileTable({k: cal.profile for k, cal in judged},
-                             {k: cal.known for k, cal in judged})
-        where = {k: j for j, (k, _) in enumerate(judged)}
+        judged = [(k, cal.profile, cal.known) for k, (cal, _) in enumerate(wave)
+                  if cal.profile is not None]
+        table = ProfileTable({str(k): p for k, p, _ in judged},
+                             {str(k): known for k, _, known in judged})
+        where = {k: j for j, (k, _, _) in enumerate(judged)}
         owner = np.concatenate([np.full(len(part), where.get(k, -1))
                                 for k, (_, part) in enumerate(wave)])
         part_ev = assess(values[rows], ts[rows], intervals[rows], table, None,
@@ -387,7 +406,7 @@ class Detector:
         jz = jump_score(size, scale)
         ev.jump_size[rows], ev.jump_score[rows] = size, jz
         ev.jump_limit[rows], ev.jump_base[rows] = limits, anchor
-        return flags | (np.nan_to_num(jz, nan=0.0) > limits)
+        return np.asarray(flags | (np.nan_to_num(jz, nan=0.0) > limits), dtype=bool)
 
     def feature_source(self, feature_index: int) -> tuple[str, int, bool]:
         """(model, window, recent?) of a forest feature."""
@@ -414,6 +433,7 @@ class Detector:
         if branch == "forest":
             return self.reason_text(int(scores.reason_feature[row]), float(scores.excess[row]))
         ev = scores.evidence
+        assert ev is not None  # every branch but the forest is evidence
         if branch == "profile":
             return (f"time of week: the last readings are {ev.profile_score[row]:.1f} spreads "
                     f"from this hour's usual {ev.expected[row]:.3g} kWh (limit "
@@ -426,7 +446,8 @@ class Detector:
 
     def expected_readings(
         self, model_window: tuple[str, int], row: int, scores: BatchScores,
-        actual: np.ndarray, normaliser,
+        actual: np.ndarray, normaliser: Normaliser,
     ) -> np.ndarray:
         """What the model expected for the window's readings (kWh): its reconstruction."""
-        return np.maximum(normaliser.invert(scores.reconstructions[model_window][row]), 0.0)
+        return np.asarray(np.maximum(normaliser.invert(scores.reconstructions[model_window][row]),
+                                     0.0), dtype=np.float64)

@@ -243,6 +243,7 @@ class StreamScorer:
         model, w, _ = detector.feature_source(feature)
         actual = row.values[-w:]
         normaliser = histories[row.reading.meter_id].normaliser
+        assert normaliser is not None  # a scored meter has its normaliser
         expected = detector.expected_readings((model, w), k, scores, actual, normaliser)
         errors = dict(zip(detector.error_names, np.round(scores.errors[k], 6).tolist(),
                           strict=True))
