@@ -188,7 +188,7 @@ def test_speed_follows_the_series_clock(kafka_broker, unique_name):
 @pytest.mark.kafka
 def test_ctrl_c_stops_after_flushing(kafka_broker, unique_name, tmp_path):
     """SIGINT mid-replay: exit 130, and every reading it reports as sent is on the topic."""
-    n = 2000
+    n = 12_000  # a minute at 200/s: the SIGINT lands mid-replay even when counting is slow
     path = tmp_path / "slow.csv"
     write_rows_csv(path, ["timestamp", "meter_id", "category", "value"],
                    ([T0 + 900 * i, "slow", "general", 1.0] for i in range(n)))
