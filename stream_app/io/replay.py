@@ -31,6 +31,8 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,15 +203,25 @@ def _produce_all(series, topics, kafka: KafkaSettings, rate, speed, progress) ->
     first_ts = None
     produced = 0
     interrupted = False
+    # Ctrl-C sets a flag that the loop reads: a KeyboardInterrupt raised while the producer's
+    # poll runs in C can come out of it as a SystemError ("returned NULL without setting an
+    # exception") instead, and the replay would fail instead of stopping
+    stop: list[int] = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: stop.append(signum))
     bar = tqdm(total=total, unit="rd", desc="replay", disable=not progress, smoothing=0.1)
     try:
         for ts, k, i in _merged(series):
             s = series[k]
             if bucket is not None:
-                _pause(producer, bucket.wait_time())
+                _pause(producer, bucket.wait_time(), stop)
             elif speed is not None:
                 first_ts = ts if first_ts is None else first_ts
-                _pause(producer, started + (ts - first_ts) / speed - time.perf_counter())
+                _pause(producer, started + (ts - first_ts) / speed - time.perf_counter(), stop)
+            if stop:
+                interrupted = True
+                break
             key, value = encode_reading(s.meter_id, ts * 1000, values[k][i], s.category,
                                         interval_s=intervals[k])
             while True:
@@ -228,6 +240,8 @@ def _produce_all(series, topics, kafka: KafkaSettings, rate, speed, progress) ->
     except KafkaException as exc:
         raise MeterwatchError(f"producing failed after {produced} readings: {exc}") from None
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         timeout = INTERRUPT_FLUSH_TIMEOUT_S if interrupted else FLUSH_TIMEOUT_S
         left = producer.flush(timeout)
         bar.close()
@@ -243,10 +257,11 @@ def _produce_all(series, topics, kafka: KafkaSettings, rate, speed, progress) ->
     return stats
 
 
-def _pause(producer, seconds: float) -> None:
-    """Wait while serving delivery reports (the producer's poll is the sleep)."""
+def _pause(producer, seconds: float, stop: list[int]) -> None:
+    """Wait while serving delivery reports (the producer's poll is the sleep), until the
+    time is up or `stop` is set."""
     deadline = time.perf_counter() + seconds
-    while seconds > 0:
+    while seconds > 0 and not stop:
         producer.poll(min(seconds, 0.1))
         seconds = deadline - time.perf_counter()
 
