@@ -186,7 +186,8 @@ def _check_interval(s, bundle) -> None:
 def _output_rows(s, result, limit) -> list[tuple[int, list]]:
     """(file line, output row) for each input row of a series: a row whose reading is on the
     grid gets that reading's score; a row that is not (a duplicate, an empty end...) is written
-    unscored with why. Interpolated readings have no input row and are not written."""
+    unscored with why, and flagged when it is a data fault of the meter (a negative reading).
+    Interpolated readings have no input row and are not written."""
     from stream_app.core.timestamps import format_timestamp
 
     def scored(i: int) -> list:
@@ -199,7 +200,8 @@ def _output_rows(s, result, limit) -> list[tuple[int, list]]:
     src = s.source
     return [(int(src.lines[k]), scored(i) if i >= 0 else [
         format_timestamp(int(src.timestamps[k])), s.meter_id, s.category,
-        _fmt(src.values[k], ".6g"), "", "", limit, 0, 0, src.notes[k], ""])
+        _fmt(src.values[k], ".6g"), "", "", limit, int(k in src.faults), 0, src.notes[k],
+        src.faults.get(k, "")])
         for k, i in enumerate(src.index.tolist())]
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +53,8 @@ class SourceRows:
     values: np.ndarray  # float64 the row's own value, NaN when empty
     index: np.ndarray  # int64 the series position whose reading this row is; -1 for none
     notes: list[str]  # for a row with index -1, why ('' otherwise)
+    # rows with index -1 that are data faults of the meter, not of the file: row -> fault kind
+    faults: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,7 +115,9 @@ def _unique(ts: np.ndarray) -> np.ndarray:
     return times[np.r_[True, times[1:] != times[:-1]]]
 
 
-def _rows(lines: Iterable[int]) -> str:
+def describe_rows(lines: Iterable[int]) -> str:
+    """File rows as a repair line names them: `row 5`, `rows 5 and 9`, `rows 5, 9, 12, ... (7 in
+    all)`."""
     rows = sorted(int(x) for x in lines)
     if len(rows) == 1:
         return f"row {rows[0]}"
@@ -164,7 +168,7 @@ def build_grid(meter: str, ts: npt.ArrayLike, values: npt.ArrayLike, labels: npt
     if not on.all():
         verb = "averaged" if aggregate == "mean" else "summed"
         repairs.append(f"{meter}: {verb} {np.count_nonzero(~on)} readings more than {tol:g} s "
-                       f"off the grid into the slot they end in ({_rows(lines[~on])})")
+                       f"off the grid into the slot they end in ({describe_rows(lines[~on])})")
     notes = [""] * len(ts)
     slots, slot_values, slot_labels, rep = _resolve_slots(
         meter, slot, on, ts, values, labels, lines, duplicates, notes, repairs, aggregate)
@@ -279,13 +283,13 @@ def _resolve_slots(meter: str, slot: np.ndarray, on: np.ndarray, ts: np.ndarray,
     _check_finite(meter, slot_values)
     if identical:
         repairs.append(f"{meter}: dropped {len(identical)} identical duplicate readings "
-                       f"({_rows(lines[identical])})")
+                       f"({describe_rows(lines[identical])})")
     if empty:
         repairs.append(f"{meter}: dropped {len(empty)} empty readings in slots that have a value "
-                       f"({_rows(lines[empty])})")
+                       f"({describe_rows(lines[empty])})")
     if conflicts:
         repairs.append(f"{meter}: {len(conflicts)} slots with conflicting duplicates resolved by "
-                       f"--duplicates {policy} ({_rows([lines[c[-1]] for c in conflicts])})")
+                       f"--duplicates {policy} ({describe_rows([lines[c[-1]] for c in conflicts])})")
     return slots, slot_values, slot_labels, rep
 
 

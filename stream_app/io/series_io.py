@@ -27,9 +27,11 @@ time in `tz`, default UTC), epoch seconds or milliseconds, or `timestamp_format`
 
 The grid (stream_app/core/grid.py): interval inferred or given, readings snapped or summed into
 their slot, duplicates resolved by policy, short gaps interpolated, each repair reported in
-`MeterSeries.repairs`; `MeterSeries.source` says where each file row went. Everything that
-cannot be meant (inf or negative energy, longer gaps, an unknown category...) is an InputError
-naming the file line (header = line 1), never a traceback.
+`MeterSeries.repairs`; `MeterSeries.source` says where each file row went. A negative reading
+(energy or power, or a register's reading) is a data fault of the meter, not an unreadable row:
+it is kept as one (`source.faults`, kind `negative_reading`), never scored, and its slot counts
+as missing. Everything that cannot be meant (inf, an unknown category, an absurd span...) is an
+InputError naming the file line (header = line 1), never a traceback.
 
 Two readers, one result: the column reader (`_read_columns`) splits the file's bytes with numpy
 and parses whole columns at once (ISO times, epoch numbers, plain decimals, meter ids by their
@@ -51,7 +53,13 @@ from pathlib import Path
 import numpy as np
 
 from stream_app.core.errors import InputError
-from stream_app.core.grid import DUPLICATE_POLICIES, build_grid, infer_interval
+from stream_app.core.grid import (
+    DUPLICATE_POLICIES,
+    Grid,
+    build_grid,
+    describe_rows,
+    infer_interval,
+)
 from stream_app.core.series import MeterSeries
 from stream_app.core.thresholds import CATEGORIES
 from stream_app.core.timestamps import (
@@ -73,6 +81,7 @@ _METER_NAMES = ("meter_id", "building_id", "meter")
 _CATEGORY_NAMES = ("category",)
 _LABEL_NAMES = ("label", "anomaly")
 _MISSING = ("", "nan", "na", "null", "none")
+NEGATIVE_NOTE = "negative reading: a data fault of a consumption meter, not scored"
 _FIELD_LIMIT = 131072  # csv's default field_size_limit: longer lines are left to csv to judge
 _CELL_WIDTH = 64  # bytes; a longer cell (no meter id, time or number is) leaves the file to csv
 _BLOCK = 1 << 20  # bytes of whole lines split and parsed at once
@@ -164,6 +173,10 @@ def read_meter_csv(
     series = []
     for (meter, category), (ts, values, labels, lines) in raw.items():
         values = values.astype(np.float64) * factor
+        negative = values < 0  # a data fault of a consumption meter: kept, never scored
+        read = values
+        if negative.any():
+            values = np.where(negative, np.nan, values)
         notes: list[str] = []
         shared: list[tuple[int, int, float]] = []
         breaks = None
@@ -182,9 +195,27 @@ def read_meter_csv(
             grid_values[slots[g.timestamps[slots] == want]] = share
         if power:
             notes.append(f"{meter}: {unit} readings turned into kWh per {g.interval_s} s interval")
+        if negative.any():
+            notes.append(_negative_faults(meter, g, negative, read))
         series.append(MeterSeries(meter, category, g.timestamps, grid_values, g.interval_s,
                                   g.labels if has_labels else None, notes + g.repairs, g.source))
     return series
+
+
+def _negative_faults(meter: str, g: Grid, negative: np.ndarray, read: np.ndarray) -> str:
+    """Negative readings were read as missing (their slots interpolated in a short gap, else
+    the series split there); each one's row is written back as it was, as a data fault of kind
+    `negative_reading`, unscored. Returns the repair line."""
+    src = g.source
+    rows = np.flatnonzero(negative)
+    src.values[rows] = read[rows]
+    src.index[rows] = -1
+    for r in rows.tolist():
+        src.notes[r] = NEGATIVE_NOTE
+        src.faults[r] = "negative_reading"
+    return (f"{meter}: {len(rows)} negative readings ({describe_rows(src.lines[rows])}) kept as "
+            "data faults (kind negative_reading, not scored): a consumption meter cannot use "
+            "negative energy, so their slots count as missing")
 
 
 def names_meters(path: str | Path, meter_col: str | None = None) -> bool:
@@ -646,9 +677,6 @@ def _parse_value(text: str, column: str, line: int, decimal_comma: bool = False)
         raise InputError(f"non-numeric value {text!r} in column {column!r}", row=line) from None
     if math.isinf(value):
         raise InputError(f"infinite value {text!r} in column {column!r}", row=line)
-    if value < 0:
-        raise InputError(f"negative value {text} in column {column!r}: energy per interval "
-                         "cannot be negative", row=line)
     return value
 
 

@@ -86,6 +86,17 @@ def duplicates(folder: Path) -> Path:
     return _write(folder / "duplicates.csv", stamps, values)
 
 
+def negative_readings(folder: Path) -> Path:
+    """Two days of a consumption meter; row 60 reads -3.2 and rows 120-127 read -1 (a sign or
+    wiring fault for two hours): kept as data faults, the short one interpolated over, the long
+    one a split."""
+    t = START + 900 * np.arange(1, 193)
+    values = _energy(t, 5)
+    values[58] = -3.2
+    values[118:126] = -1.0
+    return _write(folder / "negative_readings.csv", map(_utc, t), values)
+
+
 def one_day_gap(folder: Path) -> Path:
     """16 days with the eighth missing (96 readings): it trains, and scores, in two segments."""
     t = START + 900 * np.arange(1, 16 * 96 + 1)
@@ -238,6 +249,24 @@ def test_identical_and_conflicting_duplicates_are_repaired_and_kept_as_rows(fold
     assert rows[51]["reason"] == "identical duplicate of row 52, dropped"
     assert rows[101]["reason"] == "replaced by row 104 (--duplicates last)"
     assert rows[102]["value"] == "99" and rows[102]["score"]
+
+
+def test_negative_readings_are_kept_as_flagged_data_faults_not_refused(folder, trained):
+    out, err, rows = score(folder, trained(two_weeks)[0], negative_readings(folder))
+    repairs = [line for line in out if line.startswith("repaired")]
+    show("negative_readings", repairs + err)
+    assert repairs[0] == (
+        "repaired plant: 9 negative readings (rows 60, 120, 121, ... (9 in all)) kept as data "
+        "faults (kind negative_reading, not scored): a consumption meter cannot use negative "
+        "energy, so their slots count as missing")
+    assert "repaired plant: interpolated 1 missing readings at row 60" in repairs
+    assert any("gap of 8 missing readings at rows 120-127" in line for line in repairs)
+    faults = [r for r in rows if r["kind"] == "negative_reading"]
+    assert [r["value"] for r in faults] == ["-3.2"] + ["-1"] * 8
+    assert all(r["is_anomaly"] == "1" and not r["score"] and r["reason"] == (
+        "negative reading: a data fault of a consumption meter, not scored") for r in faults)
+    assert len(rows) == 192 and all(float(r["value"]) >= 0 for r in rows if r["score"])
+    assert summary("plant", rows, len(repairs)) in err  # the faults counted as flagged
 
 
 def test_a_one_day_gap_splits_training_and_scoring_into_segments(folder, trained):

@@ -142,7 +142,6 @@ def test_identical_duplicate_is_dropped(tmp_path):
     [
         ([f"{_iso(0)},1", f"{_iso(1)},x"], "timestamp,value", 3, "non-numeric value 'x'"),
         ([f"{_iso(0)},1", f"{_iso(1)},inf"], "timestamp,value", 3, "infinite value"),
-        ([f"{_iso(0)},1", f"{_iso(1)},-2"], "timestamp,value", 3, "cannot be negative"),
         ([f"{_iso(0)},1", "yesterday,2"], "timestamp,value", 3, "cannot parse timestamp"),
         ([f"{_iso(0)},1,steelworks"], "timestamp,value,category", 2,
          "unknown category 'steelworks'; known: industrial, general"),
@@ -494,3 +493,25 @@ def test_values_that_never_decrease_are_reported_as_a_likely_register(tmp_path):
 def test_unknown_unit_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="unknown unit 'kWh/h'; known: kWh, Wh, MWh, kW, W"):
         read_meter_csv(_generic(tmp_path, [f"{_iso(0)},1", f"{_iso(1)},2"]), unit="kWh/h")
+
+
+def test_a_negative_reading_is_a_data_fault_kept_as_its_row_not_a_refusal(tmp_path):
+    rows = [f"{_iso(i)},{v}" for i, v in enumerate([1, 2, -2.5, 4, 5])]
+    [s] = read_meter_csv(_generic(tmp_path, rows))
+    assert s.values.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]  # its slot interpolated
+    assert s.source.index.tolist() == [0, 1, -1, 3, 4]
+    assert s.source.values[2] == -2.5 and s.source.faults == {2: "negative_reading"}
+    assert s.source.notes[2] == "negative reading: a data fault of a consumption meter, not scored"
+    assert s.repairs[0] == ("m: 1 negative readings (row 4) kept as data faults (kind "
+                            "negative_reading, not scored): a consumption meter cannot use "
+                            "negative energy, so their slots count as missing")
+
+
+def test_negative_readings_read_alike_by_both_readers(tmp_path):
+    rows = [f"{_iso(i)},{v}" for i, v in enumerate([1, -2, 3, -4.25, 5, 6])]
+    path = _generic(tmp_path, rows)
+    [bulk], [plain] = read_meter_csv(path), read_meter_csv(path, bulk=False)
+    assert bulk.values.tolist() == plain.values.tolist()
+    assert bulk.source.faults == plain.source.faults == {1: "negative_reading",
+                                                         3: "negative_reading"}
+    assert bulk.repairs == plain.repairs
