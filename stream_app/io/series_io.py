@@ -10,6 +10,9 @@ Layouts recognised from the header (case-insensitive), unless columns are named 
 - generic: a timestamp column (`timestamp`, `time`, `datetime`) and a value column (`value`,
   `kwh`, `usage_kwh`, `meter_reading`, `reading`); optional `meter_id`, `category`, `label`.
 
+Parquet: a file with Parquet's magic bytes is read as the CSV of its table
+(stream_app/io/parquet.py), by the per-row reader.
+
 Separator: `,`, `;` or a tab, whichever the header line holds most of. With `;` or tab, a `,` in
 a value is a decimal comma (`1.234,5` = 1234.5: dots before a decimal comma group thousands).
 
@@ -68,6 +71,7 @@ from stream_app.core.timestamps import (
     parse_duration,
     parse_tz,
 )
+from stream_app.io.parquet import ParquetRows, is_parquet
 
 __all__ = ["UNITS", "add_reader_arguments", "names_meters", "read_meter_csv", "reader_options",
            "write_rows_csv"]
@@ -148,13 +152,14 @@ def read_meter_csv(
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader, delimiter, header = _header(fh, path)
+            parquet = isinstance(reader, ParquetRows)
             cols = _resolve_columns(header, timestamp_col, value_col, meter_col, category_col,
                                     label_col)
             if default_meter_id is None:
                 default_meter_id = "steel" if cols["steel"] else path.stem
             cols["decimal_comma"] = delimiter != ","
             raw = None
-            if bulk:
+            if bulk and not parquet:
                 raw = _read_columns(path, delimiter, cols,
                                     TimestampParser(zone, timestamp_format, steel=cols["steel"]),
                                     default_meter_id, default_category)
@@ -228,7 +233,11 @@ def names_meters(path: str | Path, meter_col: str | None = None) -> bool:
 
 
 def _header(fh, path: Path):
-    """(csv reader past the header line, delimiter, header cells stripped) of an open file."""
+    """(csv reader past the header line, delimiter, header cells stripped) of an open file; a
+    Parquet file's rows as that reader's would be (stream_app.io.parquet)."""
+    if is_parquet(path):
+        rows = ParquetRows(path)
+        return rows, ",", rows.header
     first = fh.readline()
     delimiter = max((",", ";", "\t"), key=first.count) if first.strip() else ","
     fh.seek(0)
