@@ -73,19 +73,19 @@ largest normal reading (rounded so at every fold: the bytes hold exactly what is
 one byte per hour of the week for how often it was seen, bits for known, provisional and far
 outside its band (above, below, twice), three
 float16 histograms (64 and 2 x 48 bins), an unseen meter's error scale (float16) and the day's
-accumulators: about 2.4 KB, 3.2 KB as base64 text in the worker's JSON state; the whole meter
-state with its history is about 4.1 KB (at most 4,352 bytes, tested).
+accumulators: about 2.4 KB, 3.0 KB as base85 text in the worker's JSON state; the whole meter
+state with its history is about 4.0 KB (at most 4,096 bytes, tested).
 """
 
 from __future__ import annotations
 
-import base64
 import struct
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
 
+from stream_app.core.base85 import b85decode, b85encode
 from stream_app.core.evidence import (
     FALSE_RUNS_PER_WEEK,
     JUMP_BASE,
@@ -102,7 +102,6 @@ from stream_app.core.evidence import (
 )
 
 VERSION = 1
-TEXT_PREFIX = "b64:"  # MeterCalibration.to_text; text without it is the first form, base85
 DAY_S = 86_400
 PROFILE_RATE = 0.2  # per week: a mature hour follows drift of its level at most this fast
 YOUNG = 4  # an hour seen fewer times than this averages all its readings
@@ -677,18 +676,12 @@ class MeterCalibration:
             jump_sum=jump_sum, jump_n=jump_n, jump_limit=jump_limit, day_stuck=day_stuck)
 
     def to_text(self) -> str:
-        """`b64:` and the bytes in base64: C code, about 30 times faster both ways than the
-        base85 text of the first layout (pure Python, a third of the worker's time per reading
-        that arrives alone), for 7 % more characters."""
-        return TEXT_PREFIX + base64.b64encode(self.to_bytes()).decode("ascii")
+        """The bytes as base85 text (stream_app.core.base85: the standard library's text)."""
+        return b85encode(self.to_bytes()).decode("ascii")
 
     @classmethod
     def from_text(cls, text: str) -> MeterCalibration:
-        """`to_text`'s form, or the first one (base85, no prefix: `:` is not in its alphabet),
-        so that a worker upgraded on a running changelog keeps every meter's calibration."""
-        if text.startswith(TEXT_PREFIX):
-            return cls.from_bytes(base64.b64decode(text[len(TEXT_PREFIX):], validate=True))
-        return cls.from_bytes(base64.b85decode(text))
+        return cls.from_bytes(b85decode(text))
 
 
 def _day_against_day(x: np.ndarray, ts: np.ndarray, interval_s: int, level: float

@@ -10,7 +10,7 @@ State per meter (a Faust table value): a MeterState (stream_app.core.meter_state
 alert lifecycle, category, interval, applied offsets, calibration and the bundle version it was
 made with) in its versioned bytes. The category travels with the meter; a reading with another
 category switches it (meters get re-classified), which is recorded in the state. The
-calibration (base64 text of MeterCalibration.to_bytes, versioned) is the meter's own normal;
+calibration (base85 text of MeterCalibration.to_bytes, versioned) is the meter's own normal;
 after a hot reload to another bundle a meter the bundle did not train on keeps its learned
 profile, and its forest scores are judged by the new bundle's statistics (the old bundle's
 scores do not describe the new one's).
