@@ -333,16 +333,14 @@ def _demo_params() -> list[click.Parameter]:
 
 
 def _commands() -> list[click.Command]:
-    """Every subcommand: (name, help, options, run it[, does it talk to Kafka])."""
+    """Every subcommand: (name, help, options, run it[, whether it talks to Kafka: then the
+    broker is asked first])."""
     from stream_app.devtools import evaluate
     from stream_app.io import alerts_cli, greenbutton, replay
     from stream_app.stream import feedback
 
     def always(args: SimpleNamespace) -> bool:
         return True
-
-    def producing(args: SimpleNamespace) -> bool:
-        return bool(args.produce)
 
     return [_command(*spec) for spec in (
         ("train", "train a model bundle from a CSV of meter readings", _train_params(), cmd_train),
@@ -360,9 +358,9 @@ def _commands() -> list[click.Command]:
          cmd_demo),
         # the commands that live with their wing
         ("replay", "produce a CSV's readings to the per-meter topics", replay.replay_params(),
-         replay.run_replay, always),
+         replay.run_replay, replay.uses_kafka),
         ("import-greenbutton", "import a Green Button file (FILE: ESPI XML or CSV export)",
-         greenbutton.import_params(), greenbutton.run_import, producing),
+         greenbutton.import_params(), greenbutton.run_import, greenbutton.uses_kafka),
         ("evaluate", "detection metrics of a bundle on a labelled CSV",
          evaluate.evaluate_params(), evaluate.run_evaluate),
         ("alerts", "print alerts from the alert topic (table or JSON)",
@@ -386,7 +384,7 @@ def _command(name: str, help_text: str, params: list[click.Parameter],
         args = SimpleNamespace(command=name, **values)
         if click.get_current_context().obj is _PARSE_ONLY:
             return args
-        return _run(args, run, uses_kafka is not None and uses_kafka(args))
+        return _run(args, run, uses_kafka)
 
     return click.Command(name, params=params, callback=callback, help=help_text,
                          short_help=help_text)
@@ -400,11 +398,12 @@ def build_cli() -> click.Group:
                                 message="%(prog)s %(version)s")(group)
 
 
-def _run(args: SimpleNamespace, run: Callable[[Any], int], uses_kafka: bool) -> int:
+def _run(args: SimpleNamespace, run: Callable[[Any], int],
+         uses_kafka: Callable[[SimpleNamespace], bool] | None) -> int:
     """Run a command; what it raises on purpose becomes one line and an exit code."""
     try:
         try:
-            if uses_kafka:
+            if uses_kafka is not None and uses_kafka(args):
                 _check_broker()
             return run(args)
         except MeterwatchError as exc:

@@ -277,6 +277,15 @@ def test_the_shipped_bundle_takes_no_file_for_its_steel_plant(
     (["replay", "--input", "x.csv", "--speed", "fast"], "meterwatch replay",
      "Invalid value for '--speed': speed 'fast' is not a number like 60x"),
     (["import-greenbutton"], "meterwatch import-greenbutton", "Missing argument 'FILE'."),
+    # what argparse's exclusive groups refused: told before any broker is asked
+    (["replay", "--input", "x.csv"], "meterwatch replay",
+     "choose exactly one of rate, speed or backfill (got none)"),
+    (["replay", "--input", "x.csv", "--rate", "5", "--speed", "2x"], "meterwatch replay",
+     "choose exactly one of rate, speed or backfill (got ['rate', 'speed'])"),
+    (["replay", "--input", "x.csv", "--backfill", "--topic", "t", "--topic-template", "m.{meter_id}"],
+     "meterwatch replay", "--topic (or MW_INPUT_TOPIC) and --topic-template exclude each other"),
+    (["import-greenbutton", "x.xml", "--produce", "--csv", "x.csv"],
+     "meterwatch import-greenbutton", "--produce and --csv exclude each other"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(capsys, argv, where, expected):
     code, out, err = run(capsys, *argv)

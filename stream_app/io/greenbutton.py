@@ -493,15 +493,28 @@ def import_params() -> list[click.Parameter]:
     ]
 
 
+def uses_kafka(args) -> bool:
+    """Whether `meterwatch import-greenbutton` talks to Kafka (--produce), after the checks of
+    its options: a wrong option is told at once, before the CLI waits for a broker."""
+    _check_outputs(args)
+    return bool(args.produce)
+
+
+def _check_outputs(args) -> None:
+    from stream_app.io.replay import topics_of
+
+    if args.produce and args.csv is not None:
+        raise InputError("--produce and --csv exclude each other")
+    topics_of(args)
+
+
 def run_import(args) -> int:
     """Parse, summarise each meter in one line, then write a CSV or produce (or neither)."""
     from stream_app.core.timestamps import format_timestamp
     from stream_app.io.replay import topics_of
     from stream_app.io.series_io import write_rows_csv
 
-    if args.produce and args.csv is not None:
-        raise InputError("--produce and --csv exclude each other")
-    template, topic = topics_of(args)
+    _check_outputs(args)  # before the file is read
     series = load_greenbutton(args.file, meter_id=args.meter_id, category=args.category,
                               tz_offset=args.tz, max_gap=args.max_gap)
     for s in series:
@@ -519,6 +532,7 @@ def run_import(args) -> int:
         from stream_app.io.replay import replay
         from stream_app.stream.settings import KafkaSettings
 
+        template, topic = topics_of(args)
         stats = replay(series, kafka=KafkaSettings.from_env(), topic_template=template,
                        single_topic=topic, backfill=True)
         print(f"produced {stats.sent} readings in {stats.seconds:.1f} s")

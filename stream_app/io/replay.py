@@ -329,6 +329,14 @@ def topics_of(args) -> tuple[str, str | None]:
     return args.topic_template or DEFAULT_TEMPLATE, args.topic
 
 
+def uses_kafka(args) -> bool:
+    """`meterwatch replay` talks to Kafka, after the checks that need no broker: a wrong option
+    is told at once, before the CLI waits for a broker to answer."""
+    _check_pacing(args.rate, args.speed, args.backfill)
+    topics_of(args)
+    return True
+
+
 def run_replay(args) -> int:
     """`meterwatch replay`: read the CSV (InputError propagates: exit 2), replay, summarise."""
     from stream_app.io.series_io import read_meter_csv, reader_options
