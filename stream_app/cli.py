@@ -1,26 +1,34 @@
-"""The `meterwatch` command. User errors print one line and exit 2; never a traceback.
+"""The `meterwatch` command, on click. User errors print one line and exit 2; never a traceback.
 
-Exit codes: 0 done; 2 a user error (bad input, setting or bundle: one line on stderr); 130
-interrupted (Ctrl-C); 141 standard output closed early (`meterwatch alerts --json | head -1`:
-silent, as a shell reports a command killed by SIGPIPE).
+Exit codes: 0 done; 2 a user error (a bad option, input, setting or bundle, or no broker
+answering: one line on stderr); 130 interrupted (Ctrl-C); 141 standard output closed early
+(`meterwatch alerts --json | head -1`: silent, as a shell reports a command killed by SIGPIPE).
 
-Over 300 lines: the one table of subcommands and their arguments; the work is in the wings.
+Click runs with standalone_mode=False, so that its usage errors come back here and are printed
+as one line like every other user error, instead of click's usage block. Every option's default
+shows in `--help`; an option that is also a setting (stream_app/stream/settings.py) reads its
+variable, named in `--help`. Shell completion is click's: `_METERWATCH_COMPLETE=bash_source`.
+
+Over 300 lines: the one table of subcommands and their options; the work is in the wings.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import click
 
 from stream_app import __version__
 from stream_app.core.errors import InputError, MeterwatchError
-from stream_app.io.series_io import add_reader_arguments
+from stream_app.io.series_io import reader_params
 from stream_app.models import default_bundle
 
 # The shipped bundle: package data of an installed wheel, onnx_models/default in a checkout.
@@ -28,26 +36,59 @@ DEFAULT_BUNDLE = default_bundle()
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXIT_STDOUT_CLOSED = 128 + 13  # 128 + SIGPIPE
+HELP = """Real-time anomaly detection for industrial electricity meters.
+
+\b
+Exit codes:
+  0    done
+  2    a user error: bad option, input, setting or bundle, no broker (one line on stderr)
+  130  interrupted (Ctrl-C)
+  141  standard output closed early (`meterwatch alerts --json | head -1`), silently
+
+\b
+Shell completion (bash; zsh_source and fish_source likewise):
+  eval "$(_METERWATCH_COMPLETE=bash_source meterwatch)"
+"""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+class PositiveInt(click.ParamType):
+    name = "integer"
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        if number < 1:
+            self.fail(f"must be >= 1, got {number}", param, ctx)
+        return number
 
 
-def _csv_columns(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timestamp-col", help="timestamp column (default: autodetect)")
-    p.add_argument("--value-col", help="value column, kWh per interval (default: autodetect)")
-    p.add_argument("--meter-col", help="meter id column (default: one meter)")
-    p.add_argument("--category-col", help="usage category column")
-    p.add_argument("--meter-id", help="meter id when the file holds one meter")
-    p.add_argument("--category", default="industrial",
-                   help="usage category when there is no category column (default: industrial)")
-    p.add_argument("--max-gap", type=int, default=4,
-                   help="missing readings in a row filled by interpolation (default: 4)")
-    add_reader_arguments(p)
+def _path(*decls: str, **kwargs: Any) -> click.Option:
+    return click.Option(list(decls), type=click.Path(path_type=Path), **kwargs)
+
+
+def model_param() -> click.Option:
+    """--model of the commands that score: the worker's MW_MODEL_DIR, the shipped bundle when
+    unset, as the worker's."""
+    return _path("--model", default=DEFAULT_BUNDLE, envvar="MW_MODEL_DIR", show_envvar=True,
+                 show_default="the shipped default bundle", help="bundle folder")
+
+
+def csv_params() -> list[click.Option]:
+    """The column and grid options of every command that reads a meter CSV."""
+    return [
+        click.Option(["--timestamp-col"], help="timestamp column (default: autodetect)"),
+        click.Option(["--value-col"], help="value column, kWh per interval (default: autodetect)"),
+        click.Option(["--meter-col"], help="meter id column (default: one meter)"),
+        click.Option(["--category-col"], help="usage category column"),
+        click.Option(["--meter-id"], help="meter id when the file holds one meter"),
+        click.Option(["--category"], default="industrial",
+                     help="usage category when there is no category column"),
+        click.Option(["--max-gap"], type=int, default=4,
+                     help="missing readings in a row filled by interpolation"),
+        *reader_params(),
+    ]
 
 
 def _read(args, meter_id: str | None = None):
@@ -237,117 +278,136 @@ def cmd_demo(args) -> int:
                     broker_kind=args.broker, model_dir=args.model)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meterwatch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"meterwatch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _train_params() -> list[click.Parameter]:
+    return [
+        _path("--input", required=True), _path("--out", required=True),
+        click.Option(["--profile"], default="generic", help="industry profile (metal, chemical, ...)"),
+        click.Option(["--model"], type=click.Choice(("cnn_gru", "lstm", "both")), default="both"),
+        click.Option(["--windows"], help="comma-separated window sizes (default: FFT)"),
+        click.Option(["--epochs"], type=PositiveInt(), default=30),
+        click.Option(["--max-train-windows"], type=PositiveInt(), default=20_000),
+        click.Option(["--seed"], type=int, default=0),
+        click.Option(["--name"], help="bundle name (default: the output folder's name)"),
+        click.Option(["--version"], help="bundle version (default: a UTC timestamp)"),
+        click.Option(["--attribution"], help="data attribution recorded in the manifest"),
+        *csv_params(),
+    ]
 
-    p = sub.add_parser("train", help="train a model bundle from a CSV of meter readings")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--profile", default="generic", help="industry profile (metal, chemical, ...)")
-    p.add_argument("--model", choices=("cnn_gru", "lstm", "both"), default="both")
-    p.add_argument("--windows", help="comma-separated window sizes (default: FFT)")
-    p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--max-train-windows", type=_positive_int, default=20_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--name", help="bundle name (default: the output folder's name)")
-    p.add_argument("--version", help="bundle version (default: a UTC timestamp)")
-    p.add_argument("--attribution", help="data attribution recorded in the manifest")
-    _csv_columns(p)
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("score", help="score every reading of a CSV with a model bundle")
-    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
-                   help="bundle folder (default: the shipped default bundle)")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--output", required=True, type=Path)
-    _csv_columns(p)
-    p.set_defaults(func=cmd_score)
+def _score_params() -> list[click.Parameter]:
+    return [model_param(), _path("--input", required=True),
+            _path("--output", "--out", "output", required=True), *csv_params()]
 
-    p = sub.add_parser("sweep", help="F1 vs MI-FGSM epsilon: table and plot")
-    p.add_argument("--input", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--profile", default="chemical")
-    p.add_argument("--epsilons", help="comma-separated (default 0 ... 1.0)")
-    p.add_argument("--windows", help="comma-separated window sizes (default: FFT)")
-    p.add_argument("--epochs", type=_positive_int, default=10)
-    p.add_argument("--max-train-windows", type=_positive_int, default=6_000)
-    p.add_argument("--seed", type=int, default=0)
-    _csv_columns(p)
-    p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("simulate", help="write simulated meters with labelled anomalies")
-    p.add_argument("--profile", default="metal")
-    p.add_argument("--meters", type=_positive_int, default=4)
-    p.add_argument("--days", type=_positive_int, default=28)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--anomalies-per-meter", type=float, default=2.0)
-    p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_simulate)
+def _sweep_params() -> list[click.Parameter]:
+    return [
+        _path("--input", required=True), _path("--out", required=True),
+        click.Option(["--profile"], default="chemical"),
+        click.Option(["--epsilons"], help="comma-separated (default: 0 ... 1.0)"),
+        click.Option(["--windows"], help="comma-separated window sizes (default: FFT)"),
+        click.Option(["--epochs"], type=PositiveInt(), default=10),
+        click.Option(["--max-train-windows"], type=PositiveInt(), default=6_000),
+        click.Option(["--seed"], type=int, default=0),
+        *csv_params(),
+    ]
 
-    p = sub.add_parser("worker", help="run a stream worker (settings from KAFKA_* and MW_* vars)")
-    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
-    p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("broker", help="run an embedded Kafka-protocol broker on loopback")
-    p.add_argument("--kind", choices=("tansu", "kafka"), default="tansu")
-    p.add_argument("--port", type=int)
-    p.set_defaults(func=cmd_broker)
+def _simulate_params() -> list[click.Parameter]:
+    return [
+        click.Option(["--profile"], default="metal"),
+        click.Option(["--meters"], type=PositiveInt(), default=4),
+        click.Option(["--days"], type=PositiveInt(), default=28),
+        click.Option(["--seed"], type=int, default=0),
+        click.Option(["--anomalies-per-meter"], type=float, default=2.0),
+        _path("--out", required=True),
+    ]
 
-    p = sub.add_parser("demo", help="broker + worker + simulated factory meters, live alerts")
-    p.add_argument("--meters", type=_positive_int, default=8)
-    p.add_argument("--days", type=_positive_int, default=10)
-    p.add_argument("--speed", type=float, default=1000.0, help="readings per second to send")
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
-    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
-                   help="bundle folder (default: the shipped default bundle)")
-    p.set_defaults(func=cmd_demo)
 
-    # commands that live with their wing: (name, help, add its arguments, run it)
+def _demo_params() -> list[click.Parameter]:
+    return [
+        click.Option(["--meters"], type=PositiveInt(), default=8),
+        click.Option(["--days"], type=PositiveInt(), default=10),
+        click.Option(["--speed"], type=float, default=1000.0, help="readings per second to send"),
+        click.Option(["--seed"], type=int, default=7),
+        click.Option(["--broker"], type=click.Choice(("tansu", "kafka")), default="tansu"),
+        model_param(),
+    ]
+
+
+def _commands() -> list[click.Command]:
+    """Every subcommand: (name, help, options, run it[, whether it talks to Kafka: then the
+    broker is asked first])."""
     from stream_app.devtools import evaluate
     from stream_app.io import alerts_cli, greenbutton, replay
     from stream_app.stream import feedback
 
-    for name, help_text, add_arguments, run in (
-        ("replay", "produce a CSV's readings to the per-meter topics",
-         replay.add_replay_arguments, replay.run_replay),
-        ("import-greenbutton", "import a Green Button file",
-         greenbutton.add_import_arguments, greenbutton.run_import),
+    def always(args: SimpleNamespace) -> bool:
+        return True
+
+    return [_command(*spec) for spec in (
+        ("train", "train a model bundle from a CSV of meter readings", _train_params(), cmd_train),
+        ("score", "score every reading of a CSV with a model bundle", _score_params(), cmd_score),
+        ("sweep", "F1 vs MI-FGSM epsilon: table and plot", _sweep_params(), cmd_sweep),
+        ("simulate", "write simulated meters with labelled anomalies", _simulate_params(),
+         cmd_simulate),
+        ("worker", "run a stream worker (settings from KAFKA_* and MW_* vars)",
+         [click.Option(["--loglevel"], default="info",
+                       type=click.Choice(("debug", "info", "warning", "error")))], cmd_worker),
+        ("broker", "run an embedded Kafka-protocol broker on loopback",
+         [click.Option(["--kind"], type=click.Choice(("tansu", "kafka")), default="tansu"),
+          click.Option(["--port"], type=int, help="(default: a free port)")], cmd_broker),
+        ("demo", "broker + worker + simulated factory meters, live alerts", _demo_params(),
+         cmd_demo),
+        # the commands that live with their wing
+        ("replay", "produce a CSV's readings to the per-meter topics", replay.replay_params(),
+         replay.run_replay, replay.uses_kafka),
+        ("import-greenbutton", "import a Green Button file (FILE: ESPI XML or CSV export)",
+         greenbutton.import_params(), greenbutton.run_import, greenbutton.uses_kafka),
         ("evaluate", "detection metrics of a bundle on a labelled CSV",
-         evaluate.add_evaluate_arguments, evaluate.run_evaluate),
+         evaluate.evaluate_params(), evaluate.run_evaluate),
         ("alerts", "print alerts from the alert topic (table or JSON)",
-         alerts_cli.add_alerts_arguments, alerts_cli.run_alerts),
-        ("feedback", "record an operator's verdict on an alert",
-         feedback.add_feedback_arguments, feedback.run_feedback),
-        ("recalibrate", "move the category limits from feedback",
-         feedback.add_recalibrate_arguments, feedback.run_recalibrate),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        add_arguments(p)
-        p.set_defaults(func=run)
-    return parser
+         alerts_cli.alerts_params(), alerts_cli.run_alerts, always),
+        ("feedback", "record an operator's verdict on an alert", feedback.feedback_params(),
+         feedback.run_feedback, always),
+        ("recalibrate", "move the category limits from feedback", feedback.recalibrate_params(),
+         feedback.run_recalibrate, always),
+    )]
 
 
-def _join_negative_offsets(argv: list[str]) -> list[str]:
-    """`--tz -08:00` -> `--tz=-08:00`: argparse takes a value starting with '-' for an option."""
-    out: list[str] = []
-    for arg in argv:
-        if out and out[-1] in ("--tz", "--tz-offset") and arg[:1] == "-" and arg[1:2].isdigit():
-            out[-1] = f"{out[-1]}={arg}"
-        else:
-            out.append(arg)
-    return out
+_PARSE_ONLY = object()  # ctx.obj of parse_args: the commands hand back their arguments
 
 
-def main(argv: list[str] | None = None) -> int:
+def _command(name: str, help_text: str, params: list[click.Parameter],
+             run: Callable[[Any], int],
+             uses_kafka: Callable[[SimpleNamespace], bool] | None = None) -> click.Command:
+    """A subcommand whose run function gets its options as attributes (args.input, ...)."""
+
+    def callback(**values: Any) -> Any:
+        args = SimpleNamespace(command=name, **values)
+        if click.get_current_context().obj is _PARSE_ONLY:
+            return args
+        return _run(args, run, uses_kafka)
+
+    return click.Command(name, params=params, callback=callback, help=help_text,
+                         short_help=help_text)
+
+
+def build_cli() -> click.Group:
+    group = click.Group("meterwatch", commands=_commands(), help=HELP, no_args_is_help=False,
+                        context_settings={
+                            "show_default": True, "help_option_names": ["-h", "--help"]})
+    return click.version_option(__version__, "--version", prog_name="meterwatch",
+                                message="%(prog)s %(version)s")(group)
+
+
+def _run(args: SimpleNamespace, run: Callable[[Any], int],
+         uses_kafka: Callable[[SimpleNamespace], bool] | None) -> int:
+    """Run a command; what it raises on purpose becomes one line and an exit code."""
     try:
-        parser = build_parser()
-        args = parser.parse_args(_join_negative_offsets(sys.argv[1:] if argv is None else argv))
         try:
-            return args.func(args)
+            if uses_kafka is not None and uses_kafka(args):
+                _check_broker()
+            return run(args)
         except MeterwatchError as exc:
             print(f"meterwatch {args.command}: error: {exc}", file=sys.stderr)
             return EXIT_USER_ERROR
@@ -361,6 +421,36 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of our stdout is gone (`| head`): stop quietly
         _silence_stdout()
         return EXIT_STDOUT_CLOSED
+
+
+def _check_broker() -> None:
+    """A broker that does not answer within MW_BROKER_WAIT_S is one line (the worker's start-up
+    check), not a traceback or librdkafka's line per refused connection."""
+    from stream_app.stream.settings import KafkaSettings, WorkerSettings
+    from stream_app.stream.worker import check_brokers_reachable
+
+    check_brokers_reachable(KafkaSettings.from_env(), WorkerSettings.from_env().broker_wait_s)
+
+
+def parse_args(argv: list[str]) -> SimpleNamespace:
+    """The arguments a command line gives its run function, without running it (tests, and
+    the checks of the commands in deploy files). Raises click.UsageError."""
+    return build_cli().main(list(argv), "meterwatch", standalone_mode=False, obj=_PARSE_ONLY)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = build_cli().main(sys.argv[1:] if argv is None else list(argv), "meterwatch",
+                                standalone_mode=False)
+    except click.UsageError as exc:  # click's usage block, as one line
+        where = exc.ctx.command_path if exc.ctx is not None else "meterwatch"
+        message = " ".join(exc.format_message().split())
+        print(f"{where}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except click.Abort:  # Ctrl-C outside a command (while starting)
+        print("meterwatch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return int(code or 0)
 
 
 def _silence_stdout() -> None:

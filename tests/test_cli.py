@@ -5,6 +5,7 @@ import csv
 import pytest
 
 from stream_app.cli import main
+from stream_app.core.errors import InputError
 
 
 def run(capsys, *argv):
@@ -164,20 +165,17 @@ def test_score_reads_local_time_jitter_and_semicolons(tmp_path, capsys, tiny_bun
 
 
 def test_reader_flags_on_every_command():
-    from stream_app.cli import _join_negative_offsets, build_parser
+    """A value that starts with '-' (`--tz -08:00`) is the option's value, not an option."""
+    from stream_app.cli import parse_args
 
-    parser = build_parser()
     for argv in (["train", "--input", "x.csv", "--out", "b"],
                  ["score", "--input", "x.csv", "--output", "o.csv"],
                  ["replay", "--input", "x.csv", "--backfill"]):
-        args = parser.parse_args(_join_negative_offsets(
-            [*argv, "--interval", "5min", "--grid-tolerance", "60", "--duplicates", "mean",
-             "--tz", "-08:00", "--timestamp-format", "%Y%m%d%H%M"]))
+        args = parse_args([*argv, "--interval", "5min", "--grid-tolerance", "60", "--duplicates",
+                           "mean", "--tz", "-08:00", "--timestamp-format", "%Y%m%d%H%M"])
         assert (args.interval, args.grid_tolerance, args.duplicates, args.tz,
                 args.timestamp_format) == (300, 60, "mean", "-08:00", "%Y%m%d%H%M")
-    args = parser.parse_args(_join_negative_offsets(
-        ["import-greenbutton", "e.csv", "--tz-offset", "-08:00"]))
-    assert args.tz == "-08:00"
+    assert parse_args(["import-greenbutton", "e.csv", "--tz-offset", "-08:00"]).tz == "-08:00"
 
 
 def test_import_greenbutton_tz_offset_negative(tmp_path, capsys):
@@ -211,10 +209,10 @@ def test_reader_flag_errors_are_one_line(tmp_path, capsys, tiny_bundle, flags, c
 
 
 def test_bad_interval_flag_exits_2(tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["score", "--input", "x.csv", "--output", "o.csv", "--interval", "fortnight"])
-    assert info.value.code == 2
-    assert "not a duration like 300, 5min, 15min or 1h" in capsys.readouterr().err
+    assert main(["score", "--input", "x.csv", "--output", "o.csv", "--interval", "fortnight"]) == 2
+    assert capsys.readouterr().err == (
+        "meterwatch score: error: Invalid value for '--interval': interval 'fortnight' is not a "
+        "duration like 300, 5min, 15min or 1h (whole seconds, 1 s to 366 days)\n")
 
 
 def test_score_refuses_another_interval_than_the_bundles(tmp_path, capsys):
@@ -258,3 +256,143 @@ def test_the_shipped_bundle_takes_no_file_for_its_steel_plant(
     assert len(scores) == len(rows) and {r["meter_id"] for r in scores} == {meter}
     warming = sum(1 for r in scores if r["reason"] == "warming up")
     assert warming >= 191, warming  # a stranger warms up on 192 readings (scored from the 192nd)
+
+
+# --- the command line itself (click) ----------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "where", "expected"), [
+    ([], "meterwatch", "Missing command."),
+    (["bogus"], "meterwatch", "No such command 'bogus'."),
+    (["score", "--input", "x.csv", "--output", "o.csv", "--bogus"], "meterwatch score",
+     "No such option: --bogus"),
+    (["score", "--input", "x.csv"], "meterwatch score", "Missing option '--output'"),
+    (["train", "--input", "x.csv", "--out", "b", "--model", "gru"], "meterwatch train",
+     "Invalid value for '--model': 'gru' is not one of 'cnn_gru', 'lstm', 'both'."),
+    (["simulate", "--out", "x.csv", "--seed", "abc"], "meterwatch simulate",
+     "Invalid value for '--seed': 'abc' is not a valid integer."),
+    (["simulate", "--out", "x.csv", "--meters", "0"], "meterwatch simulate",
+     "Invalid value for '--meters': must be >= 1, got 0"),
+    (["simulate", "--out", "x.csv", "--days", "many"], "meterwatch simulate",
+     "Invalid value for '--days': 'many' is not a whole number"),
+    (["replay", "--input", "x.csv", "--speed", "fast"], "meterwatch replay",
+     "Invalid value for '--speed': speed 'fast' is not a number like 60x"),
+    (["import-greenbutton"], "meterwatch import-greenbutton", "Missing argument 'FILE'."),
+    # what argparse's exclusive groups refused: told before any broker is asked
+    (["replay", "--input", "x.csv"], "meterwatch replay",
+     "choose exactly one of rate, speed or backfill (got none)"),
+    (["replay", "--input", "x.csv", "--rate", "5", "--speed", "2x"], "meterwatch replay",
+     "choose exactly one of rate, speed or backfill (got ['rate', 'speed'])"),
+    (["replay", "--input", "x.csv", "--backfill", "--topic", "t", "--topic-template", "m.{meter_id}"],
+     "meterwatch replay", "--topic (or MW_INPUT_TOPIC) and --topic-template exclude each other"),
+    (["import-greenbutton", "x.xml", "--produce", "--csv", "x.csv"],
+     "meterwatch import-greenbutton", "--produce and --csv exclude each other"),
+])
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv, where, expected):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(f"{where}: error: ") and expected in err, err
+    assert len(err.splitlines()) == 1 and "Usage:" not in err, err
+
+
+def test_every_default_and_setting_shows_in_help():
+    """Each option that has a default names it in --help, and each one bound to a setting
+    names its variable; choices are listed."""
+    import click
+
+    from stream_app.cli import build_cli
+
+    group = build_cli()
+    checked = 0
+    for name, command in group.commands.items():
+        ctx = click.Context(command, info_name=name, parent=click.Context(group), show_default=True)
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            record = param.get_help_record(ctx)
+            assert record is not None
+            text = " ".join(record)
+            default = param.get_default(ctx)
+            if all(default is not no for no in (None, False, getattr(click.core, "UNSET", None))):
+                assert "default: " in text, (name, text)
+                checked += 1
+            if param.envvar:
+                assert f"env var: {param.envvar}" in text, (name, text)
+            if isinstance(param.type, click.Choice):
+                assert "|".join(map(str, param.type.choices)) in text, (name, text)
+    assert checked > 40
+
+
+def test_help_names_defaults_variables_and_choices(capsys):
+    code, out, _ = run(capsys, "alerts", "--help")
+    shown = " ".join(out.split())
+    assert code == 0
+    assert "--topic TEXT alert topic [env var: MW_ALERTS_TOPIC; default: meter-alerts]" in shown
+    assert "--severity [low|medium|high|critical] minimum severity" in shown
+    code, out, _ = run(capsys, "score", "--help")
+    shown = " ".join(out.split())
+    assert "[env var: MW_MODEL_DIR; default: (the shipped default bundle)]" in shown
+    assert "--duplicates [last|mean|sum|error]" in shown and "[default: last]" in shown
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "130  interrupted (Ctrl-C)" in out and "_METERWATCH_COMPLETE" in out
+
+
+def test_options_bound_to_settings_read_their_variable(monkeypatch, tmp_path, capsys):
+    from stream_app.cli import parse_args
+    from stream_app.io.replay import topics_of
+
+    assert parse_args(["alerts"]).topic == "meter-alerts"
+    monkeypatch.setenv("MW_ALERTS_TOPIC", "plant-alerts")
+    monkeypatch.setenv("MW_FEEDBACK_TOPIC", "plant-feedback")
+    monkeypatch.setenv("MW_INPUT_TOPIC", "plant-readings")
+    assert parse_args(["alerts"]).topic == "plant-alerts"
+    assert parse_args(["alerts", "--topic", "other"]).topic == "other"  # the option wins
+    assert parse_args(["feedback", "--alert-id", "a", "--verdict", "true",
+                       "--who", "ann"]).topic == "plant-feedback"
+    replay = parse_args(["replay", "--input", "x.csv", "--backfill"])
+    assert topics_of(replay) == ("meter.{meter_id}", "plant-readings")
+    with pytest.raises(InputError, match="exclude each other"):
+        topics_of(parse_args(["replay", "--input", "x.csv", "--backfill",
+                              "--topic-template", "m.{meter_id}"]))
+    monkeypatch.setenv("MW_MODEL_DIR", str(tmp_path))  # a folder without a bundle: refused
+    code, _, err = run(capsys, "score", "--input", "x.csv", "--output", str(tmp_path / "o.csv"))
+    assert code == 2 and "manifest.json is missing" in err, err
+
+
+def test_shell_completion(monkeypatch, capsys):
+    monkeypatch.setenv("_METERWATCH_COMPLETE", "bash_source")
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    script = capsys.readouterr().out
+    assert stop.value.code == 0
+    assert "_meterwatch_completion()" in script
+    assert "complete -o nosort -F _meterwatch_completion meterwatch" in script
+    monkeypatch.setenv("_METERWATCH_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "meterwatch score --dup")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    with pytest.raises(SystemExit):
+        main([])
+    assert capsys.readouterr().out.split() == ["plain,--duplicates"]
+
+
+def test_closed_stdout_ends_silently_with_141(monkeypatch, tmp_path, capsys):
+    import io
+
+    class Closed(io.StringIO):  # a pipe whose reader is gone
+        def write(self, text):
+            raise BrokenPipeError
+
+    monkeypatch.setattr("sys.stdout", Closed())
+    code = main(["simulate", "--meters", "1", "--days", "1", "--out", str(tmp_path / "s.csv")])
+    assert code == 141 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("argv", [
+    ["alerts"], ["feedback", "--alert-id", "a", "--verdict", "true", "--who", "ann"],
+])
+def test_an_unreachable_broker_is_one_line(monkeypatch, capsys, argv):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("MW_BROKER_WAIT_S", "1")
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"meterwatch {argv[0]}: error: no Kafka broker answered at "
+                          "127.0.0.1:9 within 1 s (MW_BROKER_WAIT_S"), err

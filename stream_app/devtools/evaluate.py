@@ -25,13 +25,13 @@ Over 300 lines: the metrics and the command that prints them stay side by side.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
+import click
 import numpy as np
 
 from stream_app.core.accuracy import f1, precision_recall_f1, ratio
@@ -285,21 +285,24 @@ def format_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `meterwatch evaluate` on the argparse subparser `p`."""
-    from stream_app.cli import DEFAULT_BUNDLE, _csv_columns
+def evaluate_params() -> list[click.Option]:
+    """Options of `meterwatch evaluate`."""
+    from stream_app.cli import csv_params, model_param
 
-    p.add_argument("--model", type=Path, default=DEFAULT_BUNDLE, help="bundle folder")
-    p.add_argument("--input", required=True, type=Path, help="CSV of meter readings")
-    p.add_argument("--out", required=True, type=Path, help="folder for report.json and plots")
-    p.add_argument("--labels", type=Path,
-                   help='JSON [{"meter_id", "start", "end"}, ...] label windows, ends '
-                        "inclusive (default: the CSV's label/anomaly column)")
-    p.add_argument("--grace", type=int, default=0,
-                   help="readings after a label window's end that still count as detecting "
-                        "it (default: 0)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    _csv_columns(p)
+    return [
+        model_param(),
+        click.Option(["--input"], required=True, type=click.Path(path_type=Path),
+                     help="CSV of meter readings"),
+        click.Option(["--out"], required=True, type=click.Path(path_type=Path),
+                     help="folder for report.json and plots"),
+        click.Option(["--labels"], type=click.Path(path_type=Path),
+                     help='JSON [{"meter_id", "start", "end"}, ...] label windows, ends '
+                     "inclusive (default: the CSV's label/anomaly column)"),
+        click.Option(["--grace"], type=int, default=0,
+                     help="readings after a label window's end that still count as detecting it"),
+        click.Option(["--no-plots"], is_flag=True, help="skip the PNG plots"),
+        *csv_params(),
+    ]
 
 
 def run_evaluate(args) -> int:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+import click
+
 from stream_app.core.alerts import SEVERITIES
 from stream_app.core.errors import InputError
 from stream_app.stream.settings import KafkaSettings
@@ -24,16 +26,18 @@ COLUMNS = (("time", 20), ("status", 8), ("severity", 8), ("meter", 24), ("catego
            ("window", 40), ("z/limit", 11), ("reason", 0))
 
 
-def add_alerts_arguments(p) -> None:
-    """Options of `meterwatch alerts` on the argparse subparser `p`."""
-    p.add_argument("--topic", default=None,
-                   help=f"alert topic (default: MW_ALERTS_TOPIC or {DEFAULT_TOPIC})")
-    p.add_argument("--follow", "-f", action="store_true", help="keep printing new alerts")
-    p.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--meter", help="only this meter id")
-    p.add_argument("--category", help="only this usage category")
-    p.add_argument("--severity", choices=SEVERITIES, help="minimum severity")
+def alerts_params() -> list[click.Option]:
+    """Options of `meterwatch alerts`; --topic is the worker's MW_ALERTS_TOPIC."""
+    return [
+        click.Option(["--topic"], default=DEFAULT_TOPIC, envvar="MW_ALERTS_TOPIC",
+                     show_envvar=True, help="alert topic"),
+        click.Option(["--follow", "-f"], is_flag=True, help="keep printing new alerts"),
+        click.Option(["--from-beginning"], is_flag=True, help="start at the oldest alert"),
+        click.Option(["--json"], is_flag=True, help="one JSON object per line"),
+        click.Option(["--meter"], help="only this meter id"),
+        click.Option(["--category"], help="only this usage category"),
+        click.Option(["--severity"], type=click.Choice(SEVERITIES), help="minimum severity"),
+    ]
 
 
 def alert_filter(meter: str | None = None, category: str | None = None,
@@ -129,9 +133,7 @@ def read_alerts(kafka: KafkaSettings, topic: str, *, follow: bool, from_beginnin
 
 def run_alerts(args) -> int:
     """`meterwatch alerts`. Ctrl-C ends it cleanly (exit 0): following is meant to be stopped."""
-    from stream_app.stream.settings import WorkerSettings
-
-    topic = args.topic or WorkerSettings.from_env().alerts_topic
+    topic = args.topic
     keep = alert_filter(args.meter, args.category, args.severity)
     if args.json:
         def emit(alert):

@@ -35,7 +35,7 @@ inclusive (`00:00,00:14` is a 15-minute interval) or exclusive (`00:00,00:15`).
 Both forms: gaps of up to `max_gap` readings are interpolated (reported in `repairs`), longer
 ones split the series (the gap is left out and reported, as in stream_app.core.grid); every
 problem is an InputError naming the entry/element or CSV line.
-`meterwatch import-greenbutton` (`add_import_arguments`, `run_import`) is at the end.
+`meterwatch import-greenbutton` (`import_params`, `run_import`) is at the end.
 
 Over 300 lines: two file formats (ESPI XML, the CSV export) with their own error messages.
 """
@@ -51,6 +51,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, overload
 
+import click
 import numpy as np
 
 from stream_app.core.errors import InputError
@@ -471,31 +472,49 @@ def load_greenbutton(path, *, meter_id: str | None = None, category: str = "gene
 
 # --- command line -----------------------------------------------------------------------------
 
-def add_import_arguments(p) -> None:
-    """Options of `meterwatch import-greenbutton` on the argparse subparser `p`."""
-    p.add_argument("file", type=Path, help="Green Button ESPI XML or CSV export")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--produce", action="store_true",
-                     help="send the readings to Kafka (backfill; settings from KAFKA_* vars)")
-    out.add_argument("--csv", type=Path, help="write timestamp,meter_id,category,value")
-    p.add_argument("--meter-id", help="meter id (default: from the file)")
-    p.add_argument("--category", default="general", choices=CATEGORIES,
-                   help="usage category (default: general)")
-    p.add_argument("--tz", "--tz-offset", dest="tz", help="CSV export's local time: a zone "
-                   "name like America/Los_Angeles or an offset like -08:00 (default: UTC)")
-    p.add_argument("--max-gap", type=int, default=4,
-                   help="missing readings in a row filled by interpolation (default: 4)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--topic-template", default="meter.{meter_id}",
-                       help="per-meter topic with --produce (default: meter.{meter_id})")
-    where.add_argument("--topic", help="one keyed topic for every meter instead")
+def import_params() -> list[click.Parameter]:
+    """Options of `meterwatch import-greenbutton`; --produce and --csv exclude each other."""
+    from stream_app.io.replay import topic_params
+
+    return [
+        click.Argument(["file"], type=click.Path(path_type=Path)),
+        click.Option(["--produce"], is_flag=True,
+                     help="send the readings to Kafka (backfill; settings from KAFKA_* vars)"),
+        click.Option(["--csv"], type=click.Path(path_type=Path),
+                     help="write timestamp,meter_id,category,value"),
+        click.Option(["--meter-id"], help="meter id (default: from the file)"),
+        click.Option(["--category"], default="general", type=click.Choice(CATEGORIES),
+                     help="usage category"),
+        click.Option(["--tz", "--tz-offset", "tz"], help="CSV export's local time: a zone name "
+                     "like America/Los_Angeles or an offset like -08:00 (default: UTC)"),
+        click.Option(["--max-gap"], type=int, default=4,
+                     help="missing readings in a row filled by interpolation"),
+        *topic_params("per-meter topic with --produce"),
+    ]
+
+
+def uses_kafka(args) -> bool:
+    """Whether `meterwatch import-greenbutton` talks to Kafka (--produce), after the checks of
+    its options: a wrong option is told at once, before the CLI waits for a broker."""
+    _check_outputs(args)
+    return bool(args.produce)
+
+
+def _check_outputs(args) -> None:
+    from stream_app.io.replay import topics_of
+
+    if args.produce and args.csv is not None:
+        raise InputError("--produce and --csv exclude each other")
+    topics_of(args)
 
 
 def run_import(args) -> int:
     """Parse, summarise each meter in one line, then write a CSV or produce (or neither)."""
     from stream_app.core.timestamps import format_timestamp
+    from stream_app.io.replay import topics_of
     from stream_app.io.series_io import write_rows_csv
 
+    _check_outputs(args)  # before the file is read
     series = load_greenbutton(args.file, meter_id=args.meter_id, category=args.category,
                               tz_offset=args.tz, max_gap=args.max_gap)
     for s in series:
@@ -513,8 +532,9 @@ def run_import(args) -> int:
         from stream_app.io.replay import replay
         from stream_app.stream.settings import KafkaSettings
 
-        stats = replay(series, kafka=KafkaSettings.from_env(), topic_template=args.topic_template,
-                       single_topic=args.topic, backfill=True)
+        template, topic = topics_of(args)
+        stats = replay(series, kafka=KafkaSettings.from_env(), topic_template=template,
+                       single_topic=topic, backfill=True)
         print(f"produced {stats.sent} readings in {stats.seconds:.1f} s")
         if stats.interrupted:
             return 130

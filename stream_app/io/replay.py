@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
 
 from stream_app.core.errors import InputError, MeterwatchError
@@ -58,6 +59,7 @@ INTERRUPT_FLUSH_TIMEOUT_S = 10.0
 BURST_S = 0.1  # the token bucket holds a tenth of a second of readings
 _ILLEGAL_TOPIC_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+DEFAULT_TEMPLATE = "meter.{meter_id}"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class DeliveryError(MeterwatchError):
                          f"first error: {stats.first_error}")
 
 
-def topic_for(meter_id: str, template: str = "meter.{meter_id}") -> str:
+def topic_for(meter_id: str, template: str = DEFAULT_TEMPLATE) -> str:
     """The per-meter topic: illegal topic characters of the meter id replaced by `_`."""
     try:
         name = template.format(meter_id=_ILLEGAL_TOPIC_CHARS.sub("_", meter_id))
@@ -97,7 +99,7 @@ def replay(
     series: list,
     *,
     kafka: KafkaSettings,
-    topic_template: str = "meter.{meter_id}",
+    topic_template: str = DEFAULT_TEMPLATE,
     single_topic: str | None = None,
     rate: float | None = None,
     speed: float | None = None,
@@ -268,46 +270,79 @@ def _pause(producer, seconds: float, stop: list[int]) -> None:
 
 # --- command line -----------------------------------------------------------------------------
 
-def _speed(text: str) -> float:
+class Speed(click.ParamType):
     """`60x` or `60`: a multiple of real time."""
-    try:
-        return float(text[:-1] if text.lower().endswith("x") else text)
-    except ValueError:
-        raise ValueError(f"speed {text!r} is not a number like 60x") from None
+
+    name = "speed"
+
+    def convert(self, value, param, ctx) -> float:
+        text = str(value)
+        try:
+            return float(text[:-1] if text.lower().endswith("x") else text)
+        except ValueError:
+            self.fail(f"speed {text!r} is not a number like 60x", param, ctx)
 
 
-def add_replay_arguments(p) -> None:
-    """Options of `meterwatch replay` on the argparse subparser `p`."""
-    p.add_argument("--input", required=True, type=Path, help="CSV of meter readings")
-    p.add_argument("--meter-id", help="meter id when the file holds one meter")
-    p.add_argument("--meter-col", help="meter id column (default: autodetect)")
-    p.add_argument("--category", default="industrial",
-                   help="usage category when there is no category column (default: industrial)")
-    p.add_argument("--category-col", help="usage category column")
-    p.add_argument("--timestamp-col", help="timestamp column (default: autodetect)")
-    p.add_argument("--value-col", help="value column, kWh per interval (default: autodetect)")
-    p.add_argument("--max-gap", type=int, default=4,
-                   help="missing readings in a row filled by interpolation (default: 4)")
-    from stream_app.io.series_io import add_reader_arguments
+def replay_params() -> list[click.Parameter]:
+    """Options of `meterwatch replay`. Exactly one pace (--rate, --speed, --backfill) is
+    checked by replay(); --topic and --topic-template exclude each other (run_replay)."""
+    from stream_app.io.series_io import reader_params
 
-    add_reader_arguments(p)
-    pace = p.add_mutually_exclusive_group(required=True)
-    pace.add_argument("--rate", type=float, help="readings per second")
-    pace.add_argument("--speed", type=_speed, help="multiple of real time, e.g. 96x")
-    pace.add_argument("--backfill", action="store_true", help="as fast as the broker takes it")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--topic-template", default="meter.{meter_id}",
-                       help="per-meter topic name (default: meter.{meter_id})")
-    where.add_argument("--topic", help="one keyed topic for every meter instead")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of created topics")
-    p.add_argument("--no-create", action="store_true", help="do not create the topics first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return [
+        click.Option(["--input"], required=True, type=click.Path(path_type=Path),
+                     help="CSV of meter readings"),
+        click.Option(["--meter-id"], help="meter id when the file holds one meter"),
+        click.Option(["--meter-col"], help="meter id column (default: autodetect)"),
+        click.Option(["--category"], default="industrial",
+                     help="usage category when there is no category column"),
+        click.Option(["--category-col"], help="usage category column"),
+        click.Option(["--timestamp-col"], help="timestamp column (default: autodetect)"),
+        click.Option(["--value-col"], help="value column, kWh per interval (default: autodetect)"),
+        click.Option(["--max-gap"], type=int, default=4,
+                     help="missing readings in a row filled by interpolation"),
+        *reader_params(),
+        click.Option(["--rate"], type=float, help="readings per second (one of the three paces)"),
+        click.Option(["--speed"], type=Speed(), help="multiple of real time, e.g. 96x"),
+        click.Option(["--backfill"], is_flag=True, help="as fast as the broker takes it"),
+        *topic_params("per-meter topic name"),
+        click.Option(["--partitions"], type=int, default=4, help="partitions of created topics"),
+        click.Option(["--no-create"], is_flag=True, help="do not create the topics first"),
+        click.Option(["--no-progress"], is_flag=True, help="no progress bar"),
+    ]
+
+
+def topic_params(template_help: str) -> list[click.Option]:
+    """--topic-template or --topic, where readings go; --topic is the worker's MW_INPUT_TOPIC
+    (the one topic it reads when set). The template's default is applied by `topics_of`, so that
+    a --topic from the environment and a --topic-template given are told apart."""
+    return [
+        click.Option(["--topic-template"], show_default=DEFAULT_TEMPLATE, help=template_help),
+        click.Option(["--topic"], envvar="MW_INPUT_TOPIC", show_envvar=True,
+                     help="one keyed topic for every meter instead"),
+    ]
+
+
+def topics_of(args) -> tuple[str, str | None]:
+    """(topic template, single topic) of the options of topic_params."""
+    if args.topic is not None and args.topic_template is not None:
+        raise InputError("--topic (or MW_INPUT_TOPIC) and --topic-template exclude each other")
+    return args.topic_template or DEFAULT_TEMPLATE, args.topic
+
+
+def uses_kafka(args) -> bool:
+    """`meterwatch replay` talks to Kafka, after the checks that need no broker: a wrong option
+    is told at once, before the CLI waits for a broker to answer."""
+    _check_pacing(args.rate, args.speed, args.backfill)
+    topics_of(args)
+    return True
 
 
 def run_replay(args) -> int:
     """`meterwatch replay`: read the CSV (InputError propagates: exit 2), replay, summarise."""
     from stream_app.io.series_io import read_meter_csv, reader_options
 
+    _check_pacing(args.rate, args.speed, args.backfill)  # before reading a large file
+    template, topic = topics_of(args)
     series = read_meter_csv(
         args.input, timestamp_col=args.timestamp_col, value_col=args.value_col,
         meter_col=args.meter_col, category_col=args.category_col,
@@ -316,11 +351,11 @@ def run_replay(args) -> int:
     for s in series:
         for repair in s.repairs:
             print(f"repaired {repair}")
-    stats = replay(series, kafka=KafkaSettings.from_env(), topic_template=args.topic_template,
-                   single_topic=args.topic, rate=args.rate, speed=args.speed,
+    stats = replay(series, kafka=KafkaSettings.from_env(), topic_template=template,
+                   single_topic=topic, rate=args.rate, speed=args.speed,
                    backfill=args.backfill, progress=not args.no_progress,
                    partitions=args.partitions, create=not args.no_create)
-    where = args.topic or args.topic_template
+    where = topic or template
     print(f"replayed {stats.sent} readings of {len(series)} meter(s) to {where} in "
           f"{stats.seconds:.1f} s ({stats.rate:.0f} readings/s)"
           + (" — interrupted, queued readings flushed" if stats.interrupted else ""))

@@ -47,12 +47,12 @@ Over 300 lines: both readers of the one format stay side by side, so that they r
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+import click
 import numpy as np
 
 from stream_app.core.errors import InputError
@@ -73,7 +73,7 @@ from stream_app.core.timestamps import (
 )
 from stream_app.io.parquet import ParquetRows, is_parquet
 
-__all__ = ["UNITS", "add_reader_arguments", "names_meters", "read_meter_csv", "reader_options",
+__all__ = ["UNITS", "Duration", "names_meters", "read_meter_csv", "reader_options", "reader_params",
            "write_rows_csv"]
 # unit -> (factor to kWh or kW, is power)
 UNITS = {"kWh": (1.0, False), "Wh": (1e-3, False), "MWh": (1e3, False),
@@ -300,47 +300,50 @@ def _register_hint(meter: str, ts: np.ndarray, values: np.ndarray) -> list[str]:
     return []
 
 
-def add_reader_arguments(p: argparse.ArgumentParser) -> None:
+def reader_params() -> list[click.Option]:
     """The clock, grid and duplicate options every command that reads a meter CSV takes."""
-    p.add_argument("--interval", type=_duration_arg,
-                   help="reading interval: 300, 5min, 15min, 1h (default: inferred per meter)")
-    p.add_argument("--grid-tolerance", type=_tolerance_arg,
-                   help="readings closer than this to a grid point are snapped to it, others "
-                   "are summed into their slot (default: a third of the interval)")
-    p.add_argument("--duplicates", choices=DUPLICATE_POLICIES, default="last",
-                   help="readings with different values in one slot (default: last)")
-    p.add_argument("--tz", "--tz-offset", dest="tz",
-                   help="zone of timestamps without an offset: Europe/Amsterdam or -08:00 "
-                   "(default: UTC)")
-    p.add_argument("--timestamp-format",
-                   help="strptime format for timestamps that are not ISO-8601 or epoch numbers")
-    p.add_argument("--unit", choices=tuple(UNITS), default="kWh",
-                   help="what a value is: energy per interval (kWh, Wh, MWh) or power (kW, W), "
-                   "turned into kWh per interval (default: kWh)")
-    p.add_argument("--cumulative", action="store_true",
-                   help="values are a register's readings (they only grow): use the differences")
+    return [
+        click.Option(["--interval"], type=Duration("interval"),
+                     help="reading interval: 300, 5min, 15min, 1h (default: inferred per meter)"),
+        click.Option(["--grid-tolerance"], type=Duration("grid tolerance", allow_zero=True),
+                     help="readings closer than this to a grid point are snapped to it, others "
+                     "are summed into their slot (default: a third of the interval)"),
+        click.Option(["--duplicates"], type=click.Choice(DUPLICATE_POLICIES), default="last",
+                     help="readings with different values in one slot"),
+        click.Option(["--tz", "--tz-offset", "tz"],
+                     help="zone of timestamps without an offset: Europe/Amsterdam or -08:00 "
+                     "(default: UTC)"),
+        click.Option(["--timestamp-format"],
+                     help="strptime format for timestamps that are not ISO-8601 or epoch numbers"),
+        click.Option(["--unit"], type=click.Choice(tuple(UNITS)), default="kWh",
+                     help="what a value is: energy per interval (kWh, Wh, MWh) or power (kW, W), "
+                     "turned into kWh per interval"),
+        click.Option(["--cumulative"], is_flag=True,
+                     help="values are a register's readings (they only grow): use the differences"),
+    ]
 
 
 def reader_options(args) -> dict:
-    """read_meter_csv keyword arguments from the options of add_reader_arguments."""
+    """read_meter_csv keyword arguments from the options of reader_params."""
     return {"interval": args.interval, "grid_tolerance": args.grid_tolerance,
             "duplicates": args.duplicates, "tz": args.tz,
             "timestamp_format": args.timestamp_format, "unit": args.unit,
             "cumulative": args.cumulative}
 
 
-def _duration_arg(text: str) -> int:
-    try:
-        return parse_duration(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+class Duration(click.ParamType):
+    """A duration option (300, 5min, 1h) in seconds, refused in parse_duration's own words."""
 
+    name = "duration"
 
-def _tolerance_arg(text: str) -> int:
-    try:
-        return parse_duration(text, "grid tolerance", allow_zero=True)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    def __init__(self, what: str, allow_zero: bool = False):
+        self.what, self.allow_zero = what, allow_zero
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            return parse_duration(value, self.what, allow_zero=self.allow_zero)
+        except InputError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 def _find(header: list[str], explicit: str | None, names: tuple[str, ...], what: str):

@@ -45,11 +45,12 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 from stream_app.core.errors import InputError
@@ -58,6 +59,7 @@ from stream_app.core.thresholds import LIMIT_BOUNDS
 from stream_app.stream.settings import WorkerSettings
 
 VERDICTS = ("true", "false", "ignore")
+_DEFAULTS = {f.name: f.default for f in fields(WorkerSettings)}
 MIN_VERDICTS = 3
 # A verdict is about 150 bytes; the cap keeps a malicious one from costing more than a glance.
 MAX_FEEDBACK_BYTES = 4096
@@ -280,11 +282,15 @@ def read_topic(config: dict, topic: str, timeout: float = 10.0) -> list:
         consumer.close()
 
 
-def add_feedback_arguments(p) -> None:
-    p.add_argument("--alert-id", required=True)
-    p.add_argument("--verdict", required=True, choices=VERDICTS)
-    p.add_argument("--who", required=True, help="who judged the alert (recorded in the audit)")
-    p.add_argument("--topic", default=None, help="default: MW_FEEDBACK_TOPIC")
+def feedback_params() -> list[click.Option]:
+    """Options of `meterwatch feedback`; --topic is the worker's MW_FEEDBACK_TOPIC."""
+    return [
+        click.Option(["--alert-id"], required=True),
+        click.Option(["--verdict"], required=True, type=click.Choice(VERDICTS)),
+        click.Option(["--who"], required=True, help="who judged the alert (recorded in the audit)"),
+        click.Option(["--topic"], default=_DEFAULTS["feedback_topic"], envvar="MW_FEEDBACK_TOPIC",
+                     show_envvar=True, help="feedback topic"),
+    ]
 
 
 def run_feedback(args) -> int:
@@ -292,7 +298,7 @@ def run_feedback(args) -> int:
 
     from stream_app.stream.settings import KafkaSettings
 
-    topic = args.topic or WorkerSettings.from_env().feedback_topic
+    topic = args.topic
     producer = Producer(KafkaSettings.from_env().confluent_config())
     key, value = encode_feedback(args.alert_id, args.verdict, args.who)
     producer.produce(topic, key=key, value=value)
@@ -302,10 +308,15 @@ def run_feedback(args) -> int:
     return 0
 
 
-def add_recalibrate_arguments(p) -> None:
-    p.add_argument("--model", required=True, type=Path, help="bundle folder to recalibrate")
-    p.add_argument("--who", default="meterwatch recalibrate")
-    p.add_argument("--dry-run", action="store_true", help="print the change, write nothing")
+def recalibrate_params() -> list[click.Option]:
+    """Options of `meterwatch recalibrate`; --model may be the worker's MW_MODEL_DIR."""
+    return [
+        click.Option(["--model"], required=True, type=click.Path(path_type=Path),
+                     envvar="MW_MODEL_DIR", show_envvar=True, help="bundle folder to recalibrate"),
+        click.Option(["--who"], default="meterwatch recalibrate",
+                     help="who ran it (recorded in the audit)"),
+        click.Option(["--dry-run"], is_flag=True, help="print the change, write nothing"),
+    ]
 
 
 def run_recalibrate(args) -> int:

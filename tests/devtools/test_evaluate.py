@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 from stream_app import cli
-from stream_app.core.errors import InputError, MeterwatchError
+from stream_app.core.errors import InputError
 from stream_app.core.timestamps import format_timestamp
 from stream_app.devtools.evaluate import (
-    add_evaluate_arguments,
     average_precision,
     events,
     point_adjusted_f1,
     pointwise,
-    run_evaluate,
 )
 from stream_app.devtools.simulator import simulate_to_csv
 from stream_app.io.series_io import read_meter_csv
@@ -100,14 +97,7 @@ def test_average_precision_matches_sklearn(seed):
 
 def _run(argv: list[str]) -> int:
     """The command as cli.main runs it: user errors give exit code 2."""
-    if "evaluate" in cli.build_parser()._subparsers._group_actions[0].choices:
-        return cli.main(["evaluate", *argv])
-    p = argparse.ArgumentParser()
-    add_evaluate_arguments(p)
-    try:
-        return run_evaluate(p.parse_args(argv))
-    except MeterwatchError:
-        return cli.EXIT_USER_ERROR
+    return cli.main(["evaluate", *argv])
 
 
 @pytest.fixture(scope="module")
