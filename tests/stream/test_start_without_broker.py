@@ -40,6 +40,9 @@ def test_an_unreachable_broker_stops_the_worker_with_one_line(tmp_path, command)
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("meterwatch worker: error: no Kafka broker answered at 127.0.0.1:")
+    bootstrap = lines[0].split(" answered at ", 1)[1].split(" ", 1)[0]
+    # stdout said what it waited for, before the error
+    assert f"waiting for the broker at {bootstrap} (up to 2 s)" in done.stdout, done.stdout
     assert "within 2 s (MW_BROKER_WAIT_S" in lines[0]
     assert "FAIL" not in done.stdout + done.stderr  # no librdkafka line per attempt
     assert took < 30
