@@ -26,8 +26,9 @@ name and value once, at start (`ConfigError`), not at the first connection.
 Broker kinds: the Tansu workarounds (see `faust_kwargs`) are applied only when `MW_BROKER_KIND`
 says "tansu" — a production Kafka never gets them by accident.
 
-Longer than most modules (~430 lines) on purpose: every variable the runtime reads, its
-default, parsing and validation stay in this one file, so the table cannot drift.
+Longer than most modules (~650 lines) on purpose: every variable the runtime reads, its
+default, parsing and validation stay in this one file (the librdkafka pass-through too), so
+the table cannot drift.
 """
 
 from __future__ import annotations
@@ -337,11 +338,11 @@ class KafkaSettings:
             self._check_with_librdkafka()
 
     def _check_properties(self) -> None:
-        """Names librdkafka could take as strings, none a setting owns; secrets wrapped."""
+        """Names librdkafka could have, none a setting owns; secrets wrapped."""
         for name in self.properties:
             if not _PROPERTY_NAME.fullmatch(name):
-                raise ConfigError(f"Kafka property {name!r}: librdkafka's string properties are "
-                                  "dotted lower-case names (callbacks cannot be set here)")
+                raise ConfigError(f"Kafka property {name!r}: librdkafka's property names are "
+                                  "lower-case and dotted")
             if name in CONNECTION_PROPERTIES:
                 variable = _env_name(CONNECTION_PROPERTIES[name])
                 raise ConfigError(f"Kafka property {name} is {variable}'s: set it there")
@@ -375,7 +376,7 @@ class KafkaSettings:
         from confluent_kafka import KafkaException, Producer
 
         try:
-            Producer(self.confluent_config(fixed={"log_level": 0}))
+            Producer({**self.confluent_config(), "log_level": 0})  # silent: it never connects
         except (KafkaException, TypeError, ValueError) as exc:  # TypeError: a callback's name
             error = exc.args[0]
             cause = error.str() if hasattr(error, "str") else str(error)
