@@ -93,8 +93,9 @@ def check_brokers_reachable(kafka: KafkaSettings, wait_s: float) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    # log_level 0: the one line below says it all, not one line per refused connection
-    admin = AdminClient(kafka.confluent_config(fixed={"log_level": 0}))
+    # log_level 0, whatever KAFKA_CONFIG_LOG_LEVEL says: the one line below says it all, not
+    # one line per refused connection
+    admin = AdminClient({**kafka.confluent_config(), "log_level": 0})
     try:
         admin.list_topics(timeout=wait_s)
     except KafkaException as exc:
