@@ -117,7 +117,7 @@ controller.quorum.voters=1@127.0.0.1:{controller_port}
 listeners={listeners},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners={listeners}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs={log_dir}
 num.partitions=4
@@ -143,6 +143,14 @@ ssl.keystore.type=PEM
 ssl.keystore.location={keystore}
 """
 
+# SASL/OAUTHBEARER with Kafka's unsecured validator: any unsigned token (`alg: none`) with a
+# `sub` and an unexpired `exp` is accepted; for testing the clients' token handling only.
+_OAUTHBEARER_PROPERTIES = """\
+sasl.enabled.mechanisms=OAUTHBEARER
+listener.name.sasl_plaintext.oauthbearer.sasl.jaas.config=\
+org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+"""
+
 _LOG4J2 = """\
 status = warn
 appender.out.type = Console
@@ -160,7 +168,9 @@ class ApacheKafkaBroker(ProcessBroker):
     `data_dir` keeps the log across `restart()` and across instances; without it a temporary
     directory is used and removed by `stop()`. `tls=True` adds an SSL listener (`tls_bootstrap`)
     whose certificate is signed by a throw-away CA (`ca_file`, made in `workdir/tls` once);
-    clients reach it with `tls_client_config`. PLAINTEXT (`bootstrap`) stays as it is.
+    clients reach it with `tls_client_config`. `oauthbearer=True` adds a SASL_PLAINTEXT
+    listener (`sasl_bootstrap`) taking OAUTHBEARER tokens that Kafka's unsecured validator
+    accepts (unsigned). PLAINTEXT (`bootstrap`) stays as it is.
     """
 
     kind = "kafka"
@@ -173,6 +183,7 @@ class ApacheKafkaBroker(ProcessBroker):
         *,
         startup_timeout: float = 90.0,
         tls: bool = False,
+        oauthbearer: bool = False,
     ):
         self.classpath = kafka_classpath()
         self.port = port or free_port()
@@ -180,6 +191,8 @@ class ApacheKafkaBroker(ProcessBroker):
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.tls_port = free_port() if tls else None
         self.tls_bootstrap = f"127.0.0.1:{self.tls_port}" if tls else None
+        self.sasl_port = free_port() if oauthbearer else None
+        self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}" if oauthbearer else None
         self.heap = heap
         self.startup_timeout = startup_timeout
         self._owns_dir = data_dir is None
@@ -229,6 +242,9 @@ class ApacheKafkaBroker(ProcessBroker):
                 write_tls_files(self.ca_file.parent)
             listeners += f",SSL://127.0.0.1:{self.tls_port}"
             properties = _TLS_PROPERTIES.format(keystore=self.ca_file.parent / "broker.pem")
+        if self.sasl_port is not None:
+            listeners += f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            properties += _OAUTHBEARER_PROPERTIES
         (self.workdir / "server.properties").write_text(
             _SERVER_PROPERTIES.format(
                 listeners=listeners, controller_port=self.controller_port, log_dir=log_dir

@@ -88,10 +88,10 @@ def read_alerts(kafka: KafkaSettings, topic: str, *, follow: bool, from_beginnin
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
     # a group id is required, but with assign() it never joins: unique, nothing committed
-    consumer = Consumer({**kafka.confluent_config(),
-                         "group.id": f"meterwatch-alerts-{time.time_ns()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True,
-                         "fetch.wait.max.ms": 100})
+    consumer = Consumer(kafka.confluent_config(
+        tuning={"fetch.wait.max.ms": 100},
+        fixed={"group.id": f"meterwatch-alerts-{time.time_ns()}", "enable.auto.commit": False,
+               "enable.partition.eof": True}))
     emitted = 0
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)

@@ -196,7 +196,7 @@ def _produce_all(series, topics, kafka: KafkaSettings, rate, speed, progress) ->
             if not first_error:
                 first_error.append(str(err))
 
-    producer = Producer({**kafka.confluent_config(), **PRODUCER_TUNING})
+    producer = Producer(kafka.confluent_config(tuning=PRODUCER_TUNING))
     total = sum(len(s.timestamps) for s in series)
     bucket = _TokenBucket(rate) if rate is not None else None
     values = [s.values.tolist() for s in series]

@@ -56,7 +56,7 @@ import numpy as np
 from stream_app.core.errors import InputError
 from stream_app.core.manifest import Manifest
 from stream_app.core.thresholds import LIMIT_BOUNDS
-from stream_app.stream.settings import WorkerSettings
+from stream_app.stream.settings import KafkaSettings, WorkerSettings
 
 VERDICTS = ("true", "false", "ignore")
 _DEFAULTS = {f.name: f.default for f in fields(WorkerSettings)}
@@ -253,12 +253,12 @@ def apply_to_bundle(bundle_dir: Path, new_limits: dict, report: dict, who: str) 
     return Bundle.load(bundle_dir).manifest
 
 
-def read_topic(config: dict, topic: str, timeout: float = 10.0) -> list:
+def read_topic(kafka: KafkaSettings, topic: str, timeout: float = 10.0) -> list:
     """Every message of a topic, from the beginning to its current end (no group join)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({**config, "group.id": f"meterwatch-read-{time.time_ns()}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(kafka.confluent_config(fixed={
+        "group.id": f"meterwatch-read-{time.time_ns()}", "enable.auto.commit": False}))
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -296,8 +296,6 @@ def feedback_params() -> list[click.Option]:
 def run_feedback(args) -> int:
     from confluent_kafka import Producer
 
-    from stream_app.stream.settings import KafkaSettings
-
     topic = args.topic
     producer = Producer(KafkaSettings.from_env().confluent_config())
     key, value = encode_feedback(args.alert_id, args.verdict, args.who)
@@ -321,18 +319,16 @@ def recalibrate_params() -> list[click.Option]:
 
 def run_recalibrate(args) -> int:
     from stream_app.core.model_bundle import Bundle
-    from stream_app.stream.settings import KafkaSettings
 
     bundle = Bundle.load(args.model)
     kafka, worker = KafkaSettings.from_env(), WorkerSettings.from_env()
-    config = kafka.confluent_config()
     opened = {}
-    for raw in read_topic(config, worker.alerts_topic):
+    for raw in read_topic(kafka, worker.alerts_topic):
         alert = json.loads(raw)
         if alert.get("status") == "open" and alert.get("kind") == "anomaly":
             opened[alert["alert_id"]] = alert
     verdicts = []
-    for raw in read_topic(config, worker.feedback_topic):
+    for raw in read_topic(kafka, worker.feedback_topic):
         try:
             verdicts.append(decode_feedback(raw))
         except InputError as exc:

@@ -14,29 +14,41 @@ own process only.
 Credentials are wrapped in `Secret`, whose repr/str is a mask, so printing or logging a settings
 object never shows them; only `confluent_config()` / `faust_kwargs()` reveal them, to the client.
 
+librdkafka pass-through (docs/KAFKA_CONNECT.md): any librdkafka property from a Java-style
+properties file (`KAFKA_CONFIG_FILE`) or a `KAFKA_CONFIG_<NAME>` variable (NAME upper-case, `_`
+for `.`; librdkafka's one string property with `_`, log_level, is KAFKA_CONFIG_LOG_LEVEL).
+The more specific source wins: `KAFKA_<SETTING>` over `KAFKA_CONFIG_<NAME>` over the file. The
+properties a `KAFKA_*` setting owns (bootstrap.servers, security.protocol, sasl.*, ssl.*.location,
+client.id) fill that setting, so the Faust worker (aiokafka, which knows no librdkafka property)
+connects the same way; the others reach the confluent-kafka clients only. librdkafka checks every
+name and value once, at start (`ConfigError`), not at the first connection.
+
 Broker kinds: the Tansu workarounds (see `faust_kwargs`) are applied only when `MW_BROKER_KIND`
 says "tansu" — a production Kafka never gets them by accident.
 
-Longer than most modules (~430 lines) on purpose: every variable the runtime reads, its
-default, parsing and validation stay in this one file, so the table cannot drift.
+Longer than most modules (~650 lines) on purpose: every variable the runtime reads, its
+default, parsing and validation stay in this one file (the librdkafka pass-through too), so
+the table cannot drift.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from stream_app.core.errors import ConfigError
 from stream_app.models import default_bundle
 
 MASK = "**********"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 BROKER_KINDS = ("tansu", "kafka", "unknown")
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
 STORE_SCHEMES = ("memory://", "rocksdb://")
@@ -45,8 +57,37 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _WEB_HOST = re.compile(r"[A-Za-z0-9.:_-]{1,253}")  # a name, IPv4 or IPv6 (no brackets)
 MIN_WEB_TOKEN = 16  # a guessable token protects nothing
 _WEB_TOKEN = re.compile(rf"[!-~]{{{MIN_WEB_TOKEN},512}}")
-# librdkafka settings, typed as confluent_kafka's clients take them (AdminClient wants this dict)
-ConfluentConfig = dict[str, str | int | float | bool]
+# librdkafka settings as confluent_kafka's clients take them: str/int/float/bool values, and the
+# `logger` (a logging.Logger) that confluent_kafka takes out of the dict itself
+ConfluentConfig = dict[str, Any]
+PROPERTY_PREFIX = "KAFKA_CONFIG_"
+PROPERTY_FILE = "KAFKA_CONFIG_FILE"
+_PROPERTY_NAME = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)*")
+# librdkafka names with `_` (the rest are dotted): a KAFKA_CONFIG_<NAME> maps to them as spelt
+_UNDERSCORED = {"log.level": "log_level"}
+# librdkafka properties a KAFKA_* setting owns; from the pass-through they fill that setting
+CONNECTION_PROPERTIES = {
+    "bootstrap.servers": "bootstrap_servers",
+    "security.protocol": "security_protocol",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.mechanism": "sasl_mechanism",  # librdkafka's alias
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_cafile",
+    "ssl.certificate.location": "ssl_certfile",
+    "ssl.key.location": "ssl_keyfile",
+    "ssl.key.password": "ssl_key_password",
+    "client.id": "client_id",
+}
+# a pass-through property whose name has one of these is a Secret (masked in every printout)
+_SECRET_WORDS = ("password", "secret", "passphrase", "key.pem", "private.key", "oauthbearer.config")
+# OAUTHBEARER: librdkafka's OIDC client-credentials grant, which the Faust worker's token
+# provider (oauth.py) performs from the same properties
+OIDC_REQUIRED = ("sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret",
+                 "sasl.oauthbearer.token.endpoint.url")
+# librdkafka's syslog levels: 4 is warning, so only warnings and errors reach Python logging
+KAFKA_LOG_LEVEL = 4
+KAFKA_LOGGER = "meterwatch.kafka"
 
 
 class Secret:
@@ -92,7 +133,8 @@ def _as_providers(raw: str) -> tuple[str, ...] | None:
 
 def runtime_variables() -> set[str]:
     """The MW_ variables the runtime itself reads: one per settings field."""
-    declared = {f.metadata["env"] for cls in (KafkaSettings, WorkerSettings) for f in fields(cls)}
+    declared = {f.metadata.get("env", "") for cls in (KafkaSettings, WorkerSettings)
+                for f in fields(cls)}
     return {name for name in declared if name.startswith("MW_")}
 
 
@@ -123,6 +165,8 @@ def _read_env(cls, environ: Mapping[str, str]) -> dict:
     _check_mw_names(environ)
     kwargs = {}
     for f in fields(cls):
+        if "env" not in f.metadata:  # read apart (KafkaSettings.properties)
+            continue
         raw = environ.get(f.metadata["env"])
         if raw is None or not raw.strip():
             continue
@@ -139,6 +183,57 @@ def default_data_dir() -> Path:
     working directory, which may be a checkout or read-only."""
     state = os.environ.get("XDG_STATE_HOME", "").strip()
     return (Path(state) if state else Path.home() / ".local" / "state") / "meterwatch"
+
+
+def read_properties_file(path: Path) -> dict[str, str]:
+    """A Java-style properties file as librdkafka names it: `name=value` lines (the first `=`
+    splits; blanks around both are dropped), blank lines and `#` or `!` comments skipped. No
+    line continuations or escapes: librdkafka values need none. Errors name the line, never
+    its text (it may hold a password)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{PROPERTY_FILE}={str(path)!r} cannot be read: {exc}") from None
+    properties = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith(("#", "!")):
+            continue
+        name, equals, value = text.partition("=")
+        if not equals or not _PROPERTY_NAME.fullmatch(name.strip()):
+            raise ConfigError(f"{PROPERTY_FILE} {path} line {number}: not a `name=value` line "
+                              "with a librdkafka property name (lower-case, dotted)")
+        if value.strip():
+            properties[name.strip()] = value.strip()
+    return properties
+
+
+def read_properties(environ: Mapping[str, str]) -> dict[str, str]:
+    """The pass-through properties: those of KAFKA_CONFIG_FILE, then KAFKA_CONFIG_<NAME> over
+    them (`KAFKA_CONFIG_SOCKET_KEEPALIVE_ENABLE` sets socket.keepalive.enable). Blank values
+    are unset, as everywhere."""
+    path = environ.get(PROPERTY_FILE, "").strip()
+    properties = read_properties_file(Path(path)) if path else {}
+    for variable, raw in sorted(environ.items()):
+        if not variable.startswith(PROPERTY_PREFIX) or variable == PROPERTY_FILE:
+            continue
+        name = variable[len(PROPERTY_PREFIX):].lower().replace("_", ".")
+        name = _UNDERSCORED.get(name, name)
+        if not _PROPERTY_NAME.fullmatch(name) or name.startswith("."):
+            raise ConfigError(f"{variable}: not a librdkafka property name after "
+                              f"{PROPERTY_PREFIX} (upper-case, `_` for `.`)")
+        if raw.strip():
+            properties[name] = raw.strip()
+    return properties
+
+
+def _env_name(attr: str) -> str:
+    """The variable of a KafkaSettings field."""
+    return next(f.metadata["env"] for f in fields(KafkaSettings) if f.name == attr)
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name for word in _SECRET_WORDS)
 
 
 def _check_bootstrap(servers: str) -> None:
@@ -174,15 +269,30 @@ class KafkaSettings:
     )
     client_id: str = field(default="meterwatch", metadata=_env("KAFKA_CLIENT_ID"))
     broker_kind: str = field(default="unknown", metadata=_env("MW_BROKER_KIND", str.lower))
+    # The pass-through (KAFKA_CONFIG_FILE, KAFKA_CONFIG_<NAME>) less the properties a setting
+    # above owns; secrets as Secret. For the confluent-kafka clients; the worker reads the
+    # OAUTHBEARER ones too.
+    properties: dict[str, str | Secret] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> KafkaSettings:
-        return cls(**_read_env(cls, environ))
+        """The KAFKA_* settings; a connection property of the pass-through fills the setting
+        that owns it unless that setting's own variable is set (the more specific wins)."""
+        kwargs = _read_env(cls, environ)
+        properties: dict[str, str | Secret] = {**read_properties(environ)}
+        by_name = {f.name: f for f in fields(cls)}
+        for name, attr in CONNECTION_PROPERTIES.items():
+            if name in properties:
+                raw = properties.pop(name)
+                if attr not in kwargs:
+                    kwargs[attr] = by_name[attr].metadata["parse"](raw)
+        return cls(**kwargs, properties=properties)
 
     def __post_init__(self) -> None:
         for name in ("sasl_password", "ssl_key_password"):  # plain strings given in code
             if isinstance(getattr(self, name), str):
                 object.__setattr__(self, name, Secret(getattr(self, name)))
+        self._check_properties()
         _check_bootstrap(self.bootstrap_servers)
         if self.security_protocol not in SECURITY_PROTOCOLS:
             raise ConfigError(
@@ -198,7 +308,9 @@ class KafkaSettings:
                 raise ConfigError(
                     f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r}; one of {SASL_MECHANISMS}"
                 )
-            if not self.sasl_username or self.sasl_password is None:
+            if self.uses_oauthbearer:
+                self._check_oauthbearer()
+            elif not self.sasl_username or self.sasl_password is None:
                 raise ConfigError(
                     f"{self.security_protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
                 )
@@ -222,6 +334,67 @@ class KafkaSettings:
                 raise ConfigError(f"{name}={str(path)!r} is not a readable file")
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ConfigError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE")
+        if self.properties or self.uses_oauthbearer:
+            self._check_with_librdkafka()
+
+    def _check_properties(self) -> None:
+        """Names librdkafka could have, none a setting owns; secrets wrapped."""
+        for name in self.properties:
+            if not _PROPERTY_NAME.fullmatch(name):
+                raise ConfigError(f"Kafka property {name!r}: librdkafka's property names are "
+                                  "lower-case and dotted")
+            if name in CONNECTION_PROPERTIES:
+                variable = _env_name(CONNECTION_PROPERTIES[name])
+                raise ConfigError(f"Kafka property {name} is {variable}'s: set it there")
+        object.__setattr__(self, "properties", {
+            name: Secret(value) if isinstance(value, str) and _is_secret(name) else value
+            for name, value in self.properties.items()})
+
+    def _check_oauthbearer(self) -> None:
+        """OAUTHBEARER by OIDC client credentials, the one kind both the confluent-kafka
+        clients (librdkafka itself) and the Faust worker (oauth.py) can fetch tokens for."""
+        if self.sasl_username is not None or self.sasl_password is not None:
+            raise ConfigError("KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD are not used with "
+                              "OAUTHBEARER: unset them (the OIDC client id and secret are "
+                              "KAFKA_CONFIG_SASL_OAUTHBEARER_CLIENT_ID/_CLIENT_SECRET)")
+        method = self.properties.get("sasl.oauthbearer.method", "oidc")
+        if method != "oidc":
+            raise ConfigError(f"sasl.oauthbearer.method={method!r}: only 'oidc' is supported "
+                              "(the Faust worker fetches OIDC client-credentials tokens)")
+        self.properties.setdefault("sasl.oauthbearer.method", "oidc")
+        missing = [name for name in OIDC_REQUIRED if not self.properties.get(name)]
+        if missing:
+            raise ConfigError("KAFKA_SASL_MECHANISM=OAUTHBEARER needs " + ", ".join(
+                PROPERTY_PREFIX + name.upper().replace(".", "_") for name in missing))
+        url = str(self.properties["sasl.oauthbearer.token.endpoint.url"])
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(f"sasl.oauthbearer.token.endpoint.url={url!r}: an http(s) URL")
+
+    def _check_with_librdkafka(self) -> None:
+        """librdkafka checks every property name and value when a client is made: make one
+        (no connection is needed for that) so a typo stops the start, not the first send."""
+        from confluent_kafka import KafkaException, Producer
+
+        try:
+            Producer({**self.confluent_config(), "log_level": 0})  # silent: it never connects
+        except (KafkaException, TypeError, ValueError) as exc:  # TypeError: a callback's name
+            error = exc.args[0]
+            cause = error.str() if hasattr(error, "str") else str(error)
+            for value in (self.sasl_password, self.ssl_key_password, *self.properties.values()):
+                if isinstance(value, Secret) and value.reveal():
+                    cause = cause.replace(value.reveal(), MASK)
+            raise ConfigError(f"Kafka client settings refused by librdkafka: {cause} (from "
+                              f"{PROPERTY_PREFIX}<NAME> variables or {PROPERTY_FILE}; see "
+                              "docs/KAFKA_CONNECT.md)") from None
+
+    @property
+    def uses_oauthbearer(self) -> bool:
+        return self.uses_sasl and self.sasl_mechanism == "OAUTHBEARER"
+
+    def revealed_properties(self) -> dict[str, str]:
+        """The pass-through properties with their secrets revealed, for a client."""
+        return {name: value.reveal() if isinstance(value, Secret) else value
+                for name, value in self.properties.items()}
 
     @property
     def uses_sasl(self) -> bool:
@@ -235,16 +408,25 @@ class KafkaSettings:
     def is_tansu(self) -> bool:
         return self.broker_kind == "tansu"
 
-    def confluent_config(self) -> ConfluentConfig:
-        """librdkafka configuration (confluent_kafka Producer/Consumer/AdminClient); reveals secrets."""
+    def confluent_config(self, tuning: Mapping[str, object] | None = None,
+                         fixed: Mapping[str, object] | None = None) -> ConfluentConfig:
+        """The configuration of every confluent_kafka client (Producer, Consumer, AdminClient);
+        reveals secrets. Later layers win: the KAFKA_* settings and librdkafka's log at warning
+        and above; the client's `tuning` (its defaults, which an operator may change); the
+        pass-through properties; the client's `fixed` settings (what its code relies on, such
+        as a reader's unique group.id) and the logger that hands librdkafka's log lines to
+        Python logging. A pass-through property a fixed setting overrides is logged."""
         config: ConfluentConfig = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
+            "log_level": KAFKA_LOG_LEVEL,
         }
         if self.uses_sasl:
-            mechanism, username, password = self._sasl()
-            config["sasl.mechanisms"] = mechanism
+            assert self.sasl_mechanism is not None  # __post_init__ defaults it to PLAIN
+            config["sasl.mechanisms"] = self.sasl_mechanism
+        if self.uses_sasl and not self.uses_oauthbearer:
+            _, username, password = self._sasl()
             config["sasl.username"] = username
             config["sasl.password"] = password
         optional = {
@@ -254,6 +436,14 @@ class KafkaSettings:
             "ssl.key.password": self.ssl_key_password.reveal() if self.ssl_key_password else None,
         }
         config.update({key: str(value) for key, value in optional.items() if value is not None})
+        config.update(tuning or {})
+        passed = self.revealed_properties()
+        config.update(passed)
+        for name in sorted(set(passed) & set(fixed or {})):
+            logging.getLogger(KAFKA_LOGGER).warning(
+                "Kafka property %s not applied to this client: it needs its own value", name)
+        config.update(fixed or {})
+        config["logger"] = logging.getLogger(KAFKA_LOGGER)
         return config
 
     def _sasl(self) -> tuple[str, str, str]:
@@ -296,7 +486,13 @@ class KafkaSettings:
             "broker_client_id": self.client_id,
         }
         context = self.ssl_context()
-        if self.uses_sasl:
+        if self.uses_oauthbearer:
+            from stream_app.stream.oauth import OidcTokenProvider
+
+            kwargs["broker_credentials"] = faust.OAuthCredentials(
+                oauth_cb=OidcTokenProvider.from_properties(self.properties),
+                ssl_context=context)
+        elif self.uses_sasl:
             mechanism, username, password = self._sasl()
             kwargs["broker_credentials"] = faust.SASLCredentials(
                 username=username,
@@ -314,7 +510,9 @@ class KafkaSettings:
     def redacted(self) -> dict[str, object]:
         """Every field, secrets masked: what start-up logs print."""
         return {
-            f.name: (MASK if isinstance(value, Secret) else value)
+            f.name: (MASK if isinstance(value, Secret) else
+                     {k: MASK if isinstance(v, Secret) else v for k, v in value.items()}
+                     if isinstance(value, dict) else value)
             for f in fields(self)
             for value in [getattr(self, f.name)]
         }

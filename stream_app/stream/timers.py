@@ -67,7 +67,10 @@ def matching_topics(kafka: KafkaSettings, worker: WorkerSettings, admin=None) ->
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(kafka.confluent_config())
-    names = admin.list_topics(timeout=LIST_TOPICS_TIMEOUT_S).topics
+    try:
+        names = admin.list_topics(timeout=LIST_TOPICS_TIMEOUT_S).topics
+    finally:
+        admin.poll(0)  # hands librdkafka's queued warnings to the logger
     return sorted(n for n in names if worker.input_regex.fullmatch(n))
 
 
@@ -201,8 +204,7 @@ def register(app, ctx: WorkerContext) -> dict[str, Timer]:
         if not admin:
             from confluent_kafka.admin import AdminClient
 
-            admin.append(AdminClient(ctx.kafka.confluent_config(),
-                                     logger=logging.getLogger("meterwatch.kafka")))
+            admin.append(AdminClient(ctx.kafka.confluent_config()))
         return admin[0]
 
     def poll_admin() -> None:

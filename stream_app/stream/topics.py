@@ -37,8 +37,14 @@ def create_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise MeterwatchError(f"cannot create topic {name}: {exc}") from None
+    try:
+        _wait_served(admin, set(futures), timeout)
+    finally:
+        admin.poll(0)  # hands librdkafka's queued warnings to the logger, if it has one
+
+
+def _wait_served(admin, pending: set[str], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    pending = set(futures)
     while pending:
         topics = admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics
         pending = {name for name in pending if not _served(topics.get(name))}

@@ -4,11 +4,16 @@ Config and model errors fail here, before the first event is read: settings are 
 bundle is verified (a tampered or incompatible bundle refuses to start with one message), the
 ONNX sessions are created, and the topics the worker writes to exist. N workers started with the
 same MW_APP_ID form one consumer group and share the partitions.
+
+What the start waits for (the broker, input topics, the partition assignment) it says on
+stdout, one line each, before Faust's own log begins and whatever its log level: a worker that
+sits waiting says for what.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import faust
@@ -19,7 +24,7 @@ from stream_app.core.scoring import Detector
 from stream_app.stream.app import create_app
 from stream_app.stream.registry import Registry
 from stream_app.stream.settings import KafkaSettings, WorkerSettings, check_broker_support
-from stream_app.stream.timers import matching_topics
+from stream_app.stream.timers import consumed_topics, matching_topics
 from stream_app.stream.topics import create_topics
 
 log = logging.getLogger("meterwatch.worker")
@@ -39,20 +44,47 @@ def build(kafka: KafkaSettings, worker: WorkerSettings) -> faust.App:
     topics = [worker.readings_topic, worker.alerts_topic, worker.dlq_topic, worker.feedback_topic]
     if worker.input_topic:
         topics.append(worker.input_topic)
+    say(f"waiting for the broker at {kafka.bootstrap_servers} (up to {worker.broker_wait_s:g} s)")
     check_brokers_reachable(kafka, worker.broker_wait_s)
     check_session_timeout(kafka, worker)
     create_topics(kafka.confluent_config(), topics, worker.partitions)
     log.info("kafka %s", kafka.redacted())
+    if kafka.properties:
+        log.info("librdkafka properties, for the confluent-kafka clients only (not Faust's "
+                 "consumer and producer): %s", ", ".join(sorted(kafka.properties)))
     log.info("bundle %s, windows %s, models %s, provider %s", bundle.version,
              bundle.window_sizes, bundle.models, detector.reconstructor.active_provider)
     inputs = matching_topics(kafka, worker)
+    if not inputs:
+        say(f"waiting for input topics matching {worker.input_pattern!r} (looked for every 5 s)")
     while not inputs:
-        log.info("waiting for input topics matching %r ...", worker.input_pattern)
         time.sleep(5)
         inputs = matching_topics(kafka, worker)
     log.info("input topics: %d (%s%s)", len(inputs), ", ".join(inputs[:5]),
              " ..." if len(inputs) > 5 else "")
-    return create_app(kafka, worker, detector, inputs, registry=registry)
+    app = create_app(kafka, worker, detector, inputs, registry=registry)
+    pattern = worker.input_topic or f"matching {worker.input_pattern!r}"
+    say(f"waiting for partition assignment of group {worker.app_id} on topics {pattern} "
+        f"({len(inputs)} now)")
+    announce_ready(app)
+    return app
+
+
+def say(line: str) -> None:
+    """One line on the process's own stdout: Faust's worker redirects sys.stdout into its log
+    once it runs, where a line would come out at its level or not at all."""
+    print(line, file=sys.__stdout__ or sys.stdout, flush=True)
+
+
+def announce_ready(app: faust.App) -> None:
+    """`ready: consuming N partitions` after each rebalance, once the tables are recovered:
+    N counts the assigned partitions of the topics the agents read (timers.consumed_topics)."""
+    async def ready(sender: object, /, *args: object, signal: object, **kwargs: object) -> None:
+        topics = consumed_topics(app.meterwatch)  # type: ignore[attr-defined]  # create_app sets it
+        count = sum(1 for tp in app.consumer.assignment() if tp.topic in topics)
+        say(f"ready: consuming {count} partitions")
+
+    app.on_rebalance_complete.connect(ready)
 
 
 def check_brokers_reachable(kafka: KafkaSettings, wait_s: float) -> None:
@@ -61,7 +93,8 @@ def check_brokers_reachable(kafka: KafkaSettings, wait_s: float) -> None:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    # log_level 0: the one line below says it all, not one line per refused connection
+    # log_level 0, whatever KAFKA_CONFIG_LOG_LEVEL says: the one line below says it all, not
+    # one line per refused connection
     admin = AdminClient({**kafka.confluent_config(), "log_level": 0})
     try:
         admin.list_topics(timeout=wait_s)
@@ -91,6 +124,8 @@ def check_session_timeout(kafka: KafkaSettings, worker: WorkerSettings) -> None:
     except (KafkaException, KeyError, StopIteration, ValueError) as exc:
         log.debug("broker group limits not described: %r", exc)
         return
+    finally:
+        admin.poll(0)  # hands librdkafka's queued warnings to the logger
     if not low <= worker.session_timeout_s <= high:
         raise ConfigError(f"MW_SESSION_TIMEOUT_S={worker.session_timeout_s:g} is outside the "
                           f"broker's group.min/max.session.timeout.ms ({low:g} to {high:g} s)")

@@ -65,6 +65,28 @@ def json_ids(lines) -> list[tuple[str, str, str]]:
     return sorted((d["meter_id"], d["status"], d["severity"]) for d in map(json.loads, lines))
 
 
+def test_the_broker_address_from_a_properties_file(alert_topic, kafka_broker, capsys,
+                                                  monkeypatch, tmp_path):
+    """KAFKA_CONFIG_FILE alone says where the broker is (no KAFKA_BOOTSTRAP_SERVERS), and
+    KAFKA_CONFIG_* properties reach the consumer librdkafka makes: the alerts are read."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS")
+    path = tmp_path / "client.properties"
+    path.write_text(f"# librdkafka client\nbootstrap.servers={kafka_broker.bootstrap}\n"
+                    "socket.keepalive.enable=true\n")
+    monkeypatch.setenv("KAFKA_CONFIG_FILE", str(path))
+    monkeypatch.setenv("KAFKA_CONFIG_CLIENT_ID", "alerts-probe")
+    monkeypatch.setenv("KAFKA_CONFIG_TOPIC_METADATA_REFRESH_INTERVAL_MS", "60000")
+    lines = run_cli(capsys, "--topic", alert_topic, "--from-beginning", "--json")
+    assert json_ids(lines) == sorted((a.meter_id, a.status, a.severity) for a in ALERTS)
+
+
+def test_an_unknown_property_stops_the_command_with_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("KAFKA_CONFIG_SOCKET_KEEPALIVE_ENABLED", "true")
+    assert main(["alerts", "--topic", "meter-alerts"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'No such configuration property: "socket.keepalive.enabled"' in err[0]
+
+
 def test_json_lines_with_each_filter(alert_topic, capsys):
     every = json_ids(run_cli(capsys, "--topic", alert_topic, "--from-beginning", "--json"))
     assert every == sorted((a.meter_id, a.status, a.severity) for a in ALERTS)

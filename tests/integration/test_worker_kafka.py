@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,6 +167,12 @@ def test_faust_command_line_runs_the_worker(run, sim_series):
              "the readings through the faust-started worker")
     assert metric(port, "meterwatch_readings_in_total") == len(messages) + 1
     assert metric(port, "meterwatch_readings_invalid_total") == 1
+    # what the start waited for, on stdout past Faust's redirection of it into its log
+    said = run.workers[-1][2].read_text()
+    assert f"waiting for the broker at {run.broker.bootstrap} (up to " in said, said
+    assert f"waiting for partition assignment of group {run.app_id} on topics " in said, said
+    ready = re.findall(r"^ready: consuming (\d+) partitions$", said, re.MULTILINE)
+    assert ready and int(ready[-1]) > 0, said
     # Faust's data directory is MW_DATA_DIR/<app id>, not <app id>-data in the working directory
     assert (Path(run.env["MW_DATA_DIR"]) / run.app_id).is_dir()
     assert not (run.tmp / f"{run.app_id}-data").exists()

@@ -50,6 +50,8 @@ def test_kafka_defaults_are_local_plaintext():
         "bootstrap.servers": "127.0.0.1:9092",
         "security.protocol": "PLAINTEXT",
         "client.id": "meterwatch",
+        "log_level": 4,  # librdkafka's warnings and errors only ...
+        "logger": logging.getLogger("meterwatch.kafka"),  # ... through Python logging
     }
 
 
@@ -63,6 +65,8 @@ def test_sasl_ssl_maps_to_librdkafka_keys(cafile):
         "sasl.username": "meter-svc",
         "sasl.password": PASSWORD,
         "ssl.ca.location": str(cafile),
+        "log_level": 4,
+        "logger": logging.getLogger("meterwatch.kafka"),
     }
 
 

@@ -32,14 +32,19 @@ def test_an_unreachable_broker_stops_the_worker_with_one_line(tmp_path, command)
     if command == "faust" and not FAUST.exists():
         pytest.skip(f"no faust command beside {sys.executable}")
     started = time.monotonic()
-    done = subprocess.run(argv, env=worker_env(tmp_path), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, check=False)
+    # librdkafka's debug log asked for: the broker check stays silent all the same
+    env = worker_env(tmp_path, KAFKA_CONFIG_LOG_LEVEL="7", KAFKA_CONFIG_DEBUG="broker")
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
     took = time.monotonic() - started
     print(f"\n{command}: exit {done.returncode} in {took:.1f} s: {done.stderr.strip()}")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith("meterwatch worker: error: no Kafka broker answered at 127.0.0.1:")
+    bootstrap = lines[0].split(" answered at ", 1)[1].split(" ", 1)[0]
+    # stdout said what it waited for, before the error
+    assert f"waiting for the broker at {bootstrap} (up to 2 s)" in done.stdout, done.stdout
     assert "within 2 s (MW_BROKER_WAIT_S" in lines[0]
     assert "FAIL" not in done.stdout + done.stderr  # no librdkafka line per attempt
     assert took < 30
