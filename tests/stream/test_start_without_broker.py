@@ -25,11 +25,12 @@ def worker_env(tmp_path, **extra) -> dict:
     return env
 
 
-@pytest.mark.parametrize("command", ["meterwatch", "faust"])
+@pytest.mark.parametrize("command", ["meterwatch", "faust", "faust -A stream_app.app"])
 def test_an_unreachable_broker_stops_the_worker_with_one_line(tmp_path, command):
+    app = "stream_app.app" if command.endswith("stream_app.app") else "stream_app.stream.app"
     argv = ([sys.executable, "-m", "stream_app.cli", "worker"] if command == "meterwatch"
-            else [str(FAUST), "-A", "stream_app.stream.app", "worker", "-l", "info"])
-    if command == "faust" and not FAUST.exists():
+            else [str(FAUST), "-A", app, "worker", "-l", "info"])
+    if command != "meterwatch" and not FAUST.exists():
         pytest.skip(f"no faust command beside {sys.executable}")
     started = time.monotonic()
     # librdkafka's debug log asked for: the broker check stays silent all the same
@@ -54,8 +55,9 @@ def test_an_unreachable_broker_stops_the_worker_with_one_line(tmp_path, command)
 def test_importing_the_app_module_builds_nothing(tmp_path):
     """`faust -A` builds the app when it asks for `app`; the import alone reads no setting,
     loads no bundle and touches no broker (here: none reachable, no bundle at all)."""
-    probe = ("import stream_app.stream.app as m, stream_app.stream.worker as w\n"
-             "assert 'app' not in vars(m)\nprint(m.STATE_TABLE)\n")
+    probe = ("import stream_app.app, stream_app.stream.app as m, stream_app.stream.worker as w\n"
+             "assert 'app' not in vars(m) and 'app' not in vars(stream_app.app)\n"
+             "print(m.STATE_TABLE)\n")
     env = worker_env(tmp_path, MW_MODEL_DIR=str(tmp_path / "no-bundle"), MW_NOT_A_SETTING="1")
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
                           timeout=60, check=False)
