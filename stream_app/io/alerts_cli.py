@@ -10,7 +10,9 @@ every partition as it was when it started; with `--follow` it runs until Ctrl-C 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import cast
@@ -93,6 +95,12 @@ def read_alerts(kafka: KafkaSettings, topic: str, *, follow: bool, from_beginnin
         fixed={"group.id": f"meterwatch-alerts-{time.time_ns()}", "enable.auto.commit": False,
                "enable.partition.eof": True}))
     emitted = 0
+    # Ctrl-C sets a flag the loop reads (as replay's): a KeyboardInterrupt raised while the
+    # consumer's poll runs in C can come out of it as a SystemError, or not at all
+    stop: list[int] = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: stop.append(signum))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
@@ -105,7 +113,7 @@ def read_alerts(kafka: KafkaSettings, topic: str, *, follow: bool, from_beginnin
             if from_beginning and high > low:
                 ends[p] = high
         pending = set(ends)
-        while follow or pending:
+        while (follow or pending) and not stop:
             msg = consumer.poll(poll_s)
             if msg is None:
                 continue
@@ -127,6 +135,8 @@ def read_alerts(kafka: KafkaSettings, topic: str, *, follow: bool, from_beginnin
                 emit(alert)
                 emitted += 1
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         consumer.close()
     return emitted
 
