@@ -12,11 +12,10 @@ import asyncio
 import base64
 import json
 import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from factories import token_endpoint as serve_tokens
 
 from stream_app.devtools.kafka_broker import ApacheKafkaBroker
 from stream_app.stream.settings import KafkaSettings
@@ -46,31 +45,9 @@ def broker():
 
 @pytest.fixture
 def token_endpoint():
-    grants: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            grants.append(body)
-            payload = json.dumps({"access_token": _unsigned_token("meterwatch-svc", 600),
-                                  "expires_in": 600, "token_type": "bearer"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/token", grants
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_tokens("/token", lambda n: (_unsigned_token("meterwatch-svc", 600), 600)) as (
+            url, grants, _):
+        yield url, grants
 
 
 def test_both_client_libraries_authenticate_with_oidc_tokens(broker, token_endpoint, unique_name):
@@ -121,4 +98,4 @@ def test_both_client_libraries_authenticate_with_oidc_tokens(broker, token_endpo
 
     assert asyncio.run(through_aiokafka()) == [b"from librdkafka", b"from aiokafka"]
     assert len(grants) > librdkafka_grants  # the worker's provider asked the endpoint too
-    assert all("grant_type=client_credentials" in body for body in grants)
+    assert all("grant_type=client_credentials" in grant["body"] for grant in grants)

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
 
 import pytest
+from factories import token_endpoint
 
 from stream_app.core.errors import ConfigError
 from stream_app.stream.oauth import OidcTokenProvider, TokenError
@@ -183,32 +180,8 @@ def test_oauthbearer_refusals(env, message):
 @pytest.fixture
 def token_server():
     """A token endpoint on loopback: answers the client-credentials grant, records requests."""
-    seen: list[dict] = []
-    answers = {"status": 200}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            seen.append({"auth": self.headers["Authorization"], "form": parse_qs(body)})
-            payload = json.dumps({"access_token": f"token-{len(seen)}", "expires_in": 100,
-                                  "token_type": "bearer"}).encode()
-            self.send_response(answers["status"])
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/token", seen, answers
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with token_endpoint("/oauth2/token", lambda n: (f"token-{n}", 100)) as served:
+        yield served
 
 
 def test_token_provider_fetches_and_caches_until_due(token_server):
