@@ -28,7 +28,7 @@ import click
 
 from stream_app import __version__
 from stream_app.core.errors import InputError, MeterwatchError
-from stream_app.io.series_io import reader_params
+from stream_app.io.series_io import csv_params
 from stream_app.models import default_bundle
 
 # The shipped bundle: package data of an installed wheel, onnx_models/default in a checkout.
@@ -73,22 +73,6 @@ def model_param() -> click.Option:
     unset, as the worker's."""
     return _path("--model", default=DEFAULT_BUNDLE, envvar="MW_MODEL_DIR", show_envvar=True,
                  show_default="the shipped default bundle", help="bundle folder")
-
-
-def csv_params() -> list[click.Option]:
-    """The column and grid options of every command that reads a meter CSV."""
-    return [
-        click.Option(["--timestamp-col"], help="timestamp column (default: autodetect)"),
-        click.Option(["--value-col"], help="value column, kWh per interval (default: autodetect)"),
-        click.Option(["--meter-col"], help="meter id column (default: one meter)"),
-        click.Option(["--category-col"], help="usage category column"),
-        click.Option(["--meter-id"], help="meter id when the file holds one meter"),
-        click.Option(["--category"], default="industrial",
-                     help="usage category when there is no category column"),
-        click.Option(["--max-gap"], type=int, default=4,
-                     help="missing readings in a row filled by interpolation"),
-        *reader_params(),
-    ]
 
 
 def _read(args, meter_id: str | None = None):

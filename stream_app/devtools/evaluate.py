@@ -287,7 +287,8 @@ def format_summary(report: dict) -> str:
 
 def evaluate_params() -> list[click.Option]:
     """Options of `meterwatch evaluate`."""
-    from stream_app.cli import csv_params, model_param
+    from stream_app.cli import model_param
+    from stream_app.io.series_io import csv_params
 
     return [
         model_param(),

@@ -286,21 +286,12 @@ class Speed(click.ParamType):
 def replay_params() -> list[click.Parameter]:
     """Options of `meterwatch replay`. Exactly one pace (--rate, --speed, --backfill) is
     checked by replay(); --topic and --topic-template exclude each other (run_replay)."""
-    from stream_app.io.series_io import reader_params
+    from stream_app.io.series_io import csv_params
 
     return [
         click.Option(["--input"], required=True, type=click.Path(path_type=Path),
                      help="CSV of meter readings"),
-        click.Option(["--meter-id"], help="meter id when the file holds one meter"),
-        click.Option(["--meter-col"], help="meter id column (default: autodetect)"),
-        click.Option(["--category"], default="industrial",
-                     help="usage category when there is no category column"),
-        click.Option(["--category-col"], help="usage category column"),
-        click.Option(["--timestamp-col"], help="timestamp column (default: autodetect)"),
-        click.Option(["--value-col"], help="value column, kWh per interval (default: autodetect)"),
-        click.Option(["--max-gap"], type=int, default=4,
-                     help="missing readings in a row filled by interpolation"),
-        *reader_params(),
+        *csv_params(),
         click.Option(["--rate"], type=float, help="readings per second (one of the three paces)"),
         click.Option(["--speed"], type=Speed(), help="multiple of real time, e.g. 96x"),
         click.Option(["--backfill"], is_flag=True, help="as fast as the broker takes it"),

@@ -73,8 +73,8 @@ from stream_app.core.timestamps import (
 )
 from stream_app.io.parquet import ParquetRows, is_parquet
 
-__all__ = ["UNITS", "Duration", "names_meters", "read_meter_csv", "reader_options", "reader_params",
-           "write_rows_csv"]
+__all__ = ["UNITS", "Duration", "csv_params", "names_meters", "read_meter_csv", "reader_options",
+           "reader_params", "write_rows_csv"]
 # unit -> (factor to kWh or kW, is power)
 UNITS = {"kWh": (1.0, False), "Wh": (1e-3, False), "MWh": (1e3, False),
          "kW": (1.0, True), "W": (1e-3, True)}
@@ -298,6 +298,23 @@ def _register_hint(meter: str, ts: np.ndarray, values: np.ndarray) -> list[str]:
         return [f"{meter}: warning: the values never decrease over {len(v)} readings, like a "
                 "cumulative register; if they are, pass --cumulative"]
     return []
+
+
+def csv_params() -> list[click.Option]:
+    """The column and grid options of every command that reads a meter CSV (train, score,
+    sweep, evaluate, replay)."""
+    return [
+        click.Option(["--timestamp-col"], help="timestamp column (default: autodetect)"),
+        click.Option(["--value-col"], help="value column, kWh per interval (default: autodetect)"),
+        click.Option(["--meter-col"], help="meter id column (default: autodetect, else one meter)"),
+        click.Option(["--category-col"], help="usage category column"),
+        click.Option(["--meter-id"], help="meter id when the file holds one meter"),
+        click.Option(["--category"], default="industrial",
+                     help="usage category when there is no category column"),
+        click.Option(["--max-gap"], type=int, default=4,
+                     help="missing readings in a row filled by interpolation"),
+        *reader_params(),
+    ]
 
 
 def reader_params() -> list[click.Option]:
